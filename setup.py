@@ -34,6 +34,7 @@ TEST_REQUIRES = [
     # pulls a multi-GB CUDA build).
     "torch==2.13.0",
     "pytest==9.2.0",
+    "pytest-xdist==3.8.0",
     "hypothesis==6.170.17",
     "nbclient==0.11.0",
     "nbformat==5.11.1",

@@ -6,7 +6,9 @@ Model code names every parameter dimension and key activation dimension with a *
 mesh axes, or ``None`` (replicated).  Rules are ordered; Flax picks, for each dimension, the first rule
 whose mesh axes are not already used by another dimension of the same array (MaxText semantics).
 
-Every logical name used by a model must appear in :data:`LOGICAL_AXES`; a name that no rule of the
+Flax forbids the same name twice in one array, hence ``conv_spatial_2``/``unsharded_2``; ``None`` in a
+name tuple also means "replicated" explicitly.  Every logical name used by a model must appear in
+:data:`LOGICAL_AXES`; a name that no rule of the
 role's table covers is an error (see :func:`omnir1_jax.parallel.sharding.logical_to_mesh_sharding`),
 never a silent replication.
 """
@@ -44,7 +46,11 @@ LOGICAL_AXES: dict[str, str] = {
     "sam_mlp": "SAM2 MLP hidden dimension",
     # ---- small dims that are never worth sharding -----------------------------------------------
     "conv_spatial": "spatial/temporal extent of a convolution kernel",
+    "conv_spatial_2": "second spatial extent of a kernel (Flax forbids repeating a name in one array)",
+    "conv_spatial_3": "third spatial/temporal extent of a kernel",
     "unsharded": "any small dimension that is always replicated (positional tables, tiny heads, scalars)",
+    "unsharded_2": "a second always-replicated dimension of the same array",
+    "unsharded_3": "a third always-replicated dimension of the same array",
     # ---- activations --------------------------------------------------------------------------
     "act_batch": "batch of sequences / completions",
     "act_length": "sequence (token) dimension",
@@ -86,7 +92,11 @@ TRAIN_RULES: Rules = (
     ("sam_heads", None),
     ("sam_mlp", None),
     ("conv_spatial", None),
+    ("conv_spatial_2", None),
+    ("conv_spatial_3", None),
     ("unsharded", None),
+    ("unsharded_2", None),
+    ("unsharded_3", None),
     ("act_batch", _BATCH),
     ("act_length", None),
     ("act_embed", None),
