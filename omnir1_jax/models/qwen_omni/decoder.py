@@ -1,0 +1,71 @@
+"""The thinker's Qwen2 decoder: pre-norm GQA + SwiGLU layers, scanned over depth, with M-RoPE and a KV cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from omnir1_jax.models.layers import Attention, RMSNorm, SwiGLU, constrain, mrope_cos_sin
+from omnir1_jax.models.qwen_omni.config import ThinkerConfig
+
+Dtype = Any
+
+
+class DecoderLayer(nn.Module):
+    """One Qwen2 layer: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``; scan-compatible signature."""
+
+    config: ThinkerConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, layer_cache: dict | None, cos: jax.Array, sin: jax.Array,
+                 key_mask: jax.Array, cache_index: jax.Array) -> tuple[jax.Array, dict]:
+        c = self.config
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = RMSNorm(c.rms_norm_eps, name="input_layernorm", **kw)(x)
+        h, new_cache = Attention(
+            c.num_attention_heads, c.num_key_value_heads, c.head_dim, qkv_bias=True,
+            init_std=c.initializer_range, name="self_attn", **kw,
+        )(h, cos, sin, key_mask, layer_cache, cache_index)
+        x = x + h
+        h = RMSNorm(c.rms_norm_eps, name="post_attention_layernorm", **kw)(x)
+        x = x + SwiGLU(c.intermediate_size, init_std=c.initializer_range, name="mlp", **kw)(h)
+        x = constrain(x, ("act_batch", "act_length", "act_embed"))
+        return x, new_cache
+
+
+class TextDecoder(nn.Module):
+    """Stack of ``num_hidden_layers`` layers (params stacked on a leading ``layers`` axis) + final norm."""
+
+    config: ThinkerConfig
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+    remat: bool = False
+
+    @nn.compact
+    def __call__(self, inputs_embeds: jax.Array, position_ids: jax.Array, attention_mask: jax.Array,
+                 cache: dict | None = None, cache_index: jax.Array | None = None) -> tuple[jax.Array, dict]:
+        """inputs ``[B, L, D]``, positions ``[3, B, L]``, mask ``[B, S]`` -> hidden ``[B, L, D]``, cache."""
+        c = self.config
+        cos, sin = mrope_cos_sin(position_ids, c.head_dim, c.rope_theta, c.mrope_section)  # [B, L, hd]
+        cache_index = jnp.asarray(0 if cache_index is None else cache_index, jnp.int32)
+        layer_cls = DecoderLayer
+        if self.remat:
+            layer_cls = nn.remat(layer_cls, prevent_cse=False,
+                                 policy=jax.checkpoint_policies.nothing_saveable)
+        stack = nn.scan(
+            layer_cls,
+            variable_axes={"params": 0},
+            split_rngs={"params": True},
+            in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+            length=c.num_hidden_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"},
+        )(c, self.dtype, self.param_dtype, name="layers")
+        x = constrain(inputs_embeds.astype(self.dtype), ("act_batch", "act_length", "act_embed"))
+        x, new_cache = stack(x, cache, cos, sin, attention_mask, cache_index)
+        x = RMSNorm(c.rms_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
+        return x, new_cache
