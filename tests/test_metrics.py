@@ -176,3 +176,13 @@ def test_mevis_rounds_only_at_the_end():
     pred = gt.copy(); pred[0] = 0
     out = revos.evaluate_mevis([{"pred": pred, "gt": gt}, {"pred": gt, "gt": gt}])
     assert out["J"] == round(100 * (2 / 3 + 1) / 2, 2) and out["count"] == 2
+
+
+def test_refavs_oracle_binary_prediction_scores_100_at_any_resolution():
+    rng = np.random.default_rng(1)
+    for hw in ((32, 48), (96, 128), (720, 1280)):
+        gt = np.zeros((10,) + hw, np.uint8)
+        gt[:, hw[0] // 4: hw[0] // 2, hw[1] // 3: hw[1] // 2] = 1
+        gt[rng.integers(10)] = 0  # an empty frame
+        res = refavs.evaluate([gt] * 4, [gt] * 4, protocol="official")
+        assert res.J == pytest.approx(100.0, abs=1e-3) and res.F == pytest.approx(100.0, abs=1e-3)

@@ -102,10 +102,17 @@ def official_gt(mask: np.ndarray, size: int = OFFICIAL_SIZE) -> np.ndarray:
 
 
 def official_pred(mask_or_logits: np.ndarray, size: int = OFFICIAL_SIZE, *, is_logits: bool = False) -> np.ndarray:
-    """A prediction at 256x256 as logits: binary masks are resized bilinearly, then mapped to logits."""
+    """A prediction at 256x256 as logits.
+
+    Logit maps are resized bilinearly (as EEMC's post-processor does).  Binary masks go through exactly the
+    GT's path (INTER_LINEAR, then ``> 0``) and are then mapped to +-10 logits, so a prediction equal to the
+    GT scores J = F = 100 at any source resolution (resizing a binary mask and thresholding at the
+    official 0.4 would otherwise drop the boundary pixels the GT's ``> 0`` keeps).
+    """
     x = np.asarray(mask_or_logits, np.float32)
-    x = cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR)
-    return x if is_logits else binary_to_logits(x)
+    if is_logits:
+        return cv2.resize(x, (size, size), interpolation=cv2.INTER_LINEAR)
+    return binary_to_logits(official_gt(x > 0.5, size))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,398 @@
+"""Two-system inference for evaluation: System 1 (greedy) -> parse -> System 2 grounder -> SAM2 over the full video.
+
+``shared/reference/omni_r1.md`` §2.2, §4, §5, §10: the policy sees <= ``eval.max_frames`` resampled frames at the
+video resolution (RefAVS: audio + frame 0, as it was trained); the reference parser gives keyframes and their
+descriptions (RefAVS: the whole answer, keyframe = frame 0); the grounder (the policy's own params by default,
+the paper's †) boxes each description on its keyframe at the grounding resolution; SAM2 propagates every box
+(one track per (keyframe, box)) over ALL frames of the video, bidirectionally, at the original resolution, and
+the expression's mask is the union of the tracks.  Each stage is a jitted function with static shapes; the host
+glue between them groups expressions of the same layout into one batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from data_pipelines import preprocess as pp
+from data_pipelines.pipeline_transforms import PreprocessConfig, to_example
+from data_pipelines.preprocess_sam2 import postprocess_masks, sam2_preprocess
+
+log = logging.getLogger("omnir1-eval")
+
+
+@dataclasses.dataclass
+class ParamsBundle:
+    """Everything the two systems need: policy thinker + params, tokenizer, SAM2 + params, optional grounder."""
+
+    thinker: Any
+    params: Any
+    tokenizer: Any
+    sam2: Any
+    sam2_params: Any
+    grounder_params: Any = None  # None: the policy grounds its own descriptions (†)
+
+
+# ----------------------------------------------------------------------------- loading
+def _unbox(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x.unbox() if hasattr(x, "unbox") else x, tree, is_leaf=lambda x: hasattr(x, "unbox"))
+
+
+def _check_tree(name: str, got: Any, want: Any) -> None:
+    """Raises a config/checkpoint mismatch naming the first differing parameter."""
+    g = {jax.tree_util.keystr(k): np.shape(v) for k, v in jax.tree_util.tree_leaves_with_path(got)}
+    w = {jax.tree_util.keystr(k): tuple(v.shape) for k, v in jax.tree_util.tree_leaves_with_path(want)}
+    for k in sorted(set(g) | set(w)):
+        if g.get(k) != w.get(k):
+            raise ValueError(f"config/checkpoint mismatch: {name} parameter {k} is {g.get(k)} in the checkpoint "
+                             f"but {w.get(k)} for the config's model")
+
+
+def _restore_trainer_params(path: str) -> Any:
+    """Params from the newest readable step of a trainer (``omnir1_jax.checkpoint``) directory."""
+    import orbax.checkpoint as ocp
+
+    steps = sorted((int(d) for d in os.listdir(path) if d.isdigit()), reverse=True)
+    errors = []
+    for s in steps:
+        try:
+            with ocp.CheckpointManager(path, item_names=("state", "extra")) as mgr:
+                state = mgr.restore(s, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
+            return state["params"] if "params" in state else state
+        except Exception as exc:  # noqa: BLE001 - try an older step
+            errors.append(f"step {s}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+    raise ValueError(f"cannot read a checkpoint from {path}: " + ("; ".join(errors) or "no step directories"))
+
+
+def check_checkpoint(checkpoint: str) -> None:
+    """Fails fast (before any model is built) on a checkpoint path that cannot be one."""
+    if checkpoint.split(":")[0] == "init":
+        return
+    if not os.path.exists(checkpoint):
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    if not os.path.isdir(checkpoint):
+        raise ValueError(f"checkpoint {checkpoint} is not a directory")
+    names = set(os.listdir(checkpoint))
+    if not ({"thinker_config.json", "config.json"} & names or any(n.isdigit() for n in names)):
+        raise ValueError(f"checkpoint {checkpoint} is neither a thinker checkpoint (thinker_config.json), an HF "
+                         "directory (config.json) nor a trainer checkpoint (step directories)")
+
+
+def load_thinker_params(config, model, init_fn, checkpoint: str) -> Any:
+    """Policy params from ``checkpoint`` (thinker/HF/trainer dir or ``init[:SEED]``), checked against ``model``."""
+    from omnir1_jax.models.qwen_omni import load_checkpoint, load_hf
+
+    if checkpoint.split(":")[0] == "init":
+        if config.model.preset != "tiny":
+            raise ValueError("--checkpoint=init (random weights) is only allowed with model.preset=tiny")
+        seed = int(checkpoint.split(":")[1]) if ":" in checkpoint else int(config.seed)
+        return jax.jit(lambda k: _unbox(init_fn(k)))(jax.random.PRNGKey(seed))
+    check_checkpoint(checkpoint)
+    want = jax.eval_shape(lambda: _unbox(init_fn(jax.random.PRNGKey(0))))
+    try:
+        if os.path.isfile(os.path.join(checkpoint, "thinker_config.json")):
+            loaded, params = load_checkpoint(checkpoint)
+        elif os.path.isfile(os.path.join(checkpoint, "config.json")):
+            loaded, params = load_hf(checkpoint)
+        else:
+            loaded, params = None, _restore_trainer_params(checkpoint)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"cannot read checkpoint {checkpoint}: {exc}") from None
+    if loaded is not None and loaded.config != model.config:
+        a, b = dataclasses.asdict(loaded.config), dataclasses.asdict(model.config)
+        diff = ", ".join(f"{k}: {a[k]!r} vs {b[k]!r}" for k in sorted(a) if a[k] != b.get(k))[:400]
+        raise ValueError(f"config/checkpoint mismatch: {checkpoint} holds a different thinker than "
+                         f"model.preset={config.model.preset!r} (checkpoint vs config: {diff})")
+    _check_tree("thinker", params, want)
+    return jax.tree.map(lambda x: jnp.asarray(x, model.param_dtype), params)
+
+
+def load_sam2(config) -> tuple[Any, Any]:
+    """SAM2 video model + params (see :func:`omnir1_jax.rl.task.build_segmenter`)."""
+    from omnir1_jax.rl.task import build_segmenter
+
+    return build_segmenter(config)
+
+
+def make_params_bundle(config, params: Any, grounder_params: Any = None, tokenizer: Any = None) -> ParamsBundle:
+    """Bundle around in-memory policy params (e.g. the trainer's ``state.params``) for ``evaluate_split``."""
+    from omnir1_jax.rl.task import build_thinker, build_tokenizer
+
+    tokenizer = tokenizer or build_tokenizer(config)
+    model, _, _ = build_thinker(config, tokenizer)
+    sam, sam_params = load_sam2(config)
+    return ParamsBundle(model, params, tokenizer, sam, sam_params, grounder_params)
+
+
+def load_params_bundle(config, checkpoint: str, grounder_checkpoint: str | None = None) -> ParamsBundle:
+    """Builds the tokenizer and models of ``config`` and loads the weights (clear errors on mismatch)."""
+    from omnir1_jax.rl.task import build_thinker, build_tokenizer
+
+    tok_cfg = config
+    if not (config.model.preset == "tiny" or config.model.tokenizer_dir or config.model.hf_dir
+            or config.model.checkpoint):
+        tok_cfg = config.copy_and_resolve_references()
+        with tok_cfg.unlocked():
+            tok_cfg.model.tokenizer_dir = checkpoint
+    tokenizer = build_tokenizer(tok_cfg)
+    model, init_fn, _ = build_thinker(config, tokenizer)
+    params = load_thinker_params(config, model, init_fn, checkpoint)
+    grounder = load_thinker_params(config, model, init_fn, grounder_checkpoint) if grounder_checkpoint else None
+    sam, sam_params = load_sam2(config)
+    return ParamsBundle(model, params, tokenizer, sam, sam_params, grounder)
+
+
+# ----------------------------------------------------------------------------- System 1
+def preprocess_config(config, model) -> PreprocessConfig:
+    """Inference preprocessing: all frames up to ``eval.max_frames`` (else linspace), the config's pixel budget."""
+    vis, aud, d = model.config.vision, model.config.audio, config.data
+    n = int(config.eval.max_frames)
+    return PreprocessConfig(train=False, min_frames=n, max_frames=n, video_min_pixels=d.video_min_pixels,
+                            video_max_pixels=d.video_max_pixels, image_min_pixels=d.video_min_pixels,
+                            image_max_pixels=d.video_max_pixels, patch_size=vis.patch_size,
+                            merge_size=vis.spatial_merge_size, temporal_patch_size=vis.temporal_patch_size,
+                            max_objects=d.max_objects, mask_size=8, n_mels=aud.num_mel_bins if aud else 128)
+
+
+def system1_example(rec: dict, pcfg: PreprocessConfig) -> dict:
+    """Full-video record -> fixed-shape System-1 example on the resampled frames (adds ``frame_indices``)."""
+    n = rec["frames"].shape[0]
+    rng = np.random.default_rng(0)  # unused at inference (deterministic linspace)
+    idx = pp.sample_frame_indices(n, rng, pcfg.min_frames, pcfg.max_frames, train=False)
+    sub = {**rec, "frames": rec["frames"][idx], "masks": rec["masks"][:, idx], "frame_indices": idx, "clip_length": n}
+    return to_example(sub, rng, pcfg, "eval")
+
+
+def layout_key(ex: dict) -> tuple:
+    """Examples with equal keys share one compiled System-1 / grounding program."""
+    grid = lambda k: tuple(int(v) for v in ex[k]) if k in ex else ()  # noqa: E731
+    audio = int(np.asarray(ex["feature_attention_mask"]).sum()) if "feature_attention_mask" in ex else 0
+    return (ex["task"], grid("video_grid_thw"), grid("image_grid_thw"), audio, tuple(int(v) for v in ex["orig_hw"]))
+
+
+def system1_inputs(tokenizer, exs: Sequence[dict], template: str, pad_to: int = 32) -> dict:
+    """Batched thinker inputs of same-layout examples (left-padded prompt ids, valid patch rows only)."""
+    from omnir1_jax.prompts import example_prompt_ids, left_pad, render_prompt
+
+    ids = [example_prompt_ids(tokenizer, render_prompt(tokenizer, e["task"], e["expression"], int(e["num_frames"]),
+                                                       template, e["uid"]), e) for e in exs]
+    length = -(-max(len(i) for i in ids) // pad_to) * pad_to
+    rows = [left_pad(i, length, tokenizer.pad_id) for i in ids]
+    out = {"input_ids": np.stack([r[0] for r in rows]), "attention_mask": np.stack([r[1] for r in rows])}
+    e0 = exs[0]
+    if "video_grid_thw" in e0:
+        n = int(np.prod(e0["video_grid_thw"]))
+        out.update(pixel_values_videos=np.concatenate([e["pixel_values_videos"][:n] for e in exs]),
+                   video_grid_thw=np.stack([e["video_grid_thw"] for e in exs]),
+                   video_second_per_grid=np.asarray([e["video_second_per_grid"] for e in exs], np.float32))
+    if "image_grid_thw" in e0:
+        n = int(np.prod(e0["image_grid_thw"]))
+        out.update(pixel_values=np.concatenate([e["pixel_values"][:n] for e in exs]),
+                   image_grid_thw=np.stack([e["image_grid_thw"] for e in exs]))
+    if "input_features" in e0:
+        out.update(input_features=np.stack([e["input_features"] for e in exs]),
+                   feature_attention_mask=np.stack([e["feature_attention_mask"] for e in exs]).astype(np.int32))
+    return out
+
+
+# ----------------------------------------------------------------------------- System 2
+@functools.lru_cache(maxsize=16)
+def _grounding_grid(h: int, w: int, min_pixels: int, max_pixels: int, patch: int, merge: int) -> tuple:
+    rh, rw = pp.smart_resize(h, w, patch * merge, min_pixels, max_pixels)
+    return (rh, rw), (1, rh // patch, rw // patch)
+
+
+def keyframe_patches(frames: np.ndarray, keyframes: np.ndarray, resized_hw: tuple, pcfg: PreprocessConfig
+                     ) -> np.ndarray:
+    """High-resolution keyframes ``[K, Np, patch_dim]`` (Qwen image preprocessing at the grounding size)."""
+    out = [pp.preprocess_video(frames[int(t)][None], patch_size=pcfg.patch_size, merge_size=pcfg.merge_size,
+                               temporal_patch_size=pcfg.temporal_patch_size, resized_hw=resized_hw)[0]
+           for t in keyframes]
+    return np.stack(out).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- SAM2
+@functools.partial(jax.jit, static_argnames=("model", "direction", "per_frame_features"))
+def _propagate(model, params, pixels, boxes, valid, direction, per_frame_features):
+    from omnir1_jax.models.sam2 import video as sam_video
+
+    return sam_video.propagate(model, params, pixels, boxes, valid, direction, per_frame_features=per_frame_features)
+
+
+def _propagate_streamed(sam2, sam2_params, pixels: np.ndarray, prompts: np.ndarray, valid: np.ndarray,
+                        chunk_size: int, direction: str = "bidirectional") -> np.ndarray:
+    """Long videos: bidirectional propagation as two chunk-streamed forward passes from the first prompted frame s
+    (frames s..T-1 forward, frames s..0 time-reversed); device memory stays flat in T.  Unlike the in-memory
+    bidirectional pass, the backward half does not see the forward half's memories (documented approximation).
+    """
+    from omnir1_jax.models.sam2.streaming import propagate_chunked
+
+    s = 0 if direction == "forward" else int(np.min(np.nonzero(valid.any(axis=0))[0]))
+    fwd = propagate_chunked(sam2, sam2_params, pixels[s:], prompts[:, s:], valid[:, s:], chunk_size)
+    if s == 0:
+        return fwd
+    rev = propagate_chunked(sam2, sam2_params, pixels[s::-1], prompts[:, s::-1], valid[:, s::-1], chunk_size)
+    return np.concatenate([rev[:, :0:-1], fwd], axis=1)  # rev[:, j] is frame s - j; keep frames 0..s-1
+
+
+def segment_video(sam2, sam2_params, frames: np.ndarray, boxes: np.ndarray, frame_ids: np.ndarray,
+                  direction: str = "bidirectional", bucket: int = 8, stream_above: int = 96,
+                  chunk_size: int = 16) -> np.ndarray:
+    """SAM2 over the FULL video: ``frames [T, H, W, 3]`` uint8, one track per box ``boxes [N, 4]`` (original
+    pixels) prompted on frame ``frame_ids [N]``; returns the union mask ``[T, H, W]`` uint8 at the original size.
+
+    T is padded to a multiple of ``bucket`` (padded frames come last and are never prompted, so they do not
+    change the real frames).  Videos longer than ``stream_above`` frames are streamed ``chunk_size`` frames at a
+    time (:func:`_propagate_streamed`).
+    """
+    t_len, h, w = frames.shape[:3]
+    if len(boxes) == 0:
+        return np.zeros((t_len, h, w), np.uint8)
+    s = sam2.cfg.image_size
+    n = len(boxes)
+    scale = np.asarray([s / w, s / h, s / w, s / h], np.float32)
+    stream = t_len > stream_above
+    t_pad = t_len if stream else -(-t_len // bucket) * bucket
+    prompts = np.zeros((n, t_pad, 4), np.float32)
+    valid = np.zeros((n, t_pad), bool)
+    prompts[np.arange(n), frame_ids] = np.asarray(boxes, np.float32) * scale
+    valid[np.arange(n), frame_ids] = True
+    pixels = sam2_preprocess(frames, s)  # [T, 3, S, S]
+    if stream:
+        logits = _propagate_streamed(sam2, sam2_params, pixels, prompts, valid, chunk_size, direction)
+    else:
+        if t_pad > t_len:
+            pixels = np.concatenate([pixels, np.repeat(pixels[-1:], t_pad - t_len, axis=0)])
+        logits = np.asarray(_propagate(sam2, sam2_params, jnp.asarray(pixels), jnp.asarray(prompts),
+                                       jnp.asarray(valid), direction, False))  # [N, T', h', w']
+    return np.any(postprocess_masks(logits[:, :t_len], (h, w)), axis=0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- the two systems
+@functools.lru_cache(maxsize=8)
+def _byte_table(tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    from omnir1_jax.text import byte_table
+
+    return byte_table(tokenizer)
+
+
+@functools.lru_cache(maxsize=8)
+def _spec(tokenizer, grid: tuple, variant: str, max_desc_tokens: int):
+    from omnir1_jax.rollout.grounding import build_spec
+
+    return build_spec(tokenizer, grid, max_desc_tokens=max_desc_tokens, variant=variant,
+                      max_prompt_desc_tokens=2 * max_desc_tokens)
+
+
+def _text(table: np.ndarray, tl: np.ndarray, ids: np.ndarray, n: int) -> bytes:
+    return b"".join(table[i, : tl[i]].tobytes() for i in ids[:n])
+
+
+def parse_system1(tokenizer, tokens: np.ndarray, lengths: np.ndarray, num_frames: np.ndarray, task: str, K: int,
+                  F: int) -> dict:
+    """Reference parse of greedy completions: keyframes (into the sampled frames) and description spans.
+
+    RefAVS: one keyframe (frame 0) whose description is the whole ``<answer>`` text.
+    """
+    from omnir1_jax.rollout.parse_ref import parse_completions_ref
+
+    table, tl = _byte_table(tokenizer)
+    p = parse_completions_ref(tokens, lengths, table, tl, num_frames, J=8, K=K, F=F)
+    if task == "refavs":
+        ok = p["answer_found"] & (p["answer_bytes"][:, 1] > p["answer_bytes"][:, 0])
+        p = dict(p, key_frames=np.zeros((len(ok), 1), np.int32), key_valid=ok[:, None],
+                 key_desc_tokens=p["answer_tokens"][:, None], key_desc_tok_exact=p["answer_tok_exact"][:, None],
+                 key_desc_bytes=p["answer_bytes"][:, None])
+    return p
+
+
+def _predict_group(bundle: ParamsBundle, config, pcfg: PreprocessConfig, recs: list[dict], exs: list[dict],
+                   task: str, n_real: int | None = None) -> list[dict]:
+    """Both systems on expressions that share one layout (one compile per stage); rows from ``n_real`` on are
+    batch padding (no SAM2, no result)."""
+    from omnir1_jax.rollout.grounding import GroundingConfig, ground_jit
+    from omnir1_jax.rollout.sampler import SamplerConfig, generate_jit
+
+    tok, model = bundle.tokenizer, bundle.thinker
+    # System 1: greedy completion on the resampled frames.
+    inputs = system1_inputs(tok, exs, config.data.prompt_template)
+    scfg = SamplerConfig(max_new_tokens=int(config.rl.max_new_tokens), greedy=True, stop_ids=tuple(tok.eos_ids),
+                         pad_id=int(tok.pad_id))
+    out = generate_jit(model, bundle.params, inputs, jax.random.PRNGKey(0), scfg)
+    tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+    K = int(config.rl.max_keyframes) if task != "refavs" else 1
+    num_frames = np.asarray([int(e["num_frames"]) for e in exs], np.int32)
+    parsed = parse_system1(tok, tokens, lengths, num_frames, task, K, pcfg.max_frames_padded)
+    B = len(exs)
+    key_valid = parsed["key_valid"]
+    kf = np.where(key_valid, parsed["key_frames"], 0)
+    kf_full = np.stack([np.asarray(e["frame_indices"])[kf[b]] for b, e in enumerate(exs)])  # [B, K] video frames
+    # System 2: grounder on the high-resolution keyframes (slot k of row b reads keyframe patch row k).
+    h, w = (int(v) for v in exs[0]["orig_hw"])
+    d = config.data
+    resized, grid = _grounding_grid(h, w, int(d.ground_min_pixels), int(d.ground_max_pixels), pcfg.patch_size,
+                                    pcfg.merge_size)
+    spec = _spec(tok, grid, "refavs" if task == "refavs" else "default", 32)
+    patches = np.stack([keyframe_patches(r["frames"], kf_full[b], resized, pcfg) for b, r in enumerate(recs)])
+    ratios = np.tile(np.asarray([[resized[1] / w, resized[0] / h]], np.float32), (B, 1))
+    gparsed = {"key_frames": jnp.tile(jnp.arange(K, dtype=jnp.int32)[None], (B, 1)),
+               "key_valid": jnp.asarray(key_valid), "key_desc_tokens": jnp.asarray(parsed["key_desc_tokens"]),
+               "key_desc_tok_exact": jnp.asarray(parsed["key_desc_tok_exact"])}
+    gcfg = GroundingConfig(max_new_tokens=int(config.rl.grounding_max_new_tokens), num_objects=int(d.max_objects))
+    gparams = bundle.params if bundle.grounder_params is None else bundle.grounder_params
+    g = ground_jit(model, gparams, spec, jnp.asarray(tokens), gparsed, jnp.asarray(patches), jnp.asarray(ratios), gcfg)
+    boxes, box_valid = np.asarray(g.boxes), np.asarray(g.box_valid)  # [B, K, O, 4] original pixels, [B, K, O]
+    g_tokens, g_len = np.asarray(g.tokens), np.asarray(g.lengths)
+    # SAM2 over the full video, one track per valid (keyframe, box).
+    table, tl = _byte_table(tok)
+    results = []
+    for b, rec in enumerate(recs[: len(recs) if n_real is None else n_real]):
+        kk, oo = np.nonzero(box_valid[b])
+        masks = segment_video(bundle.sam2, bundle.sam2_params, rec["frames"], boxes[b, kk, oo], kf_full[b, kk],
+                              config.segmenter.eval_propagation)
+        data = _text(table, tl, tokens[b], int(lengths[b]))
+        ks = [k for k in range(K) if key_valid[b, k]]
+        info = {"completion": data.decode("utf-8", "replace"), "format_ok": bool(parsed["format_ok"][b]),
+                "sampled_frames": [int(t) for t in exs[b]["frame_indices"][: int(exs[b]["num_frames"])]],
+                "keyframes": [int(kf_full[b, k]) for k in ks],
+                "keyframe_names": [rec["frame_names"][int(kf_full[b, k])] for k in ks],
+                "descriptions": [data[parsed["key_desc_bytes"][b, k, 0]:parsed["key_desc_bytes"][b, k, 1]]
+                                 .decode("utf-8", "replace") for k in ks],
+                "boxes": [[boxes[b, k, o].tolist() for o in range(boxes.shape[2]) if box_valid[b, k, o]] for k in ks],
+                "grounder_outputs": [_text(table, tl, g_tokens[b, k], int(g_len[b, k])).decode("utf-8", "replace")
+                                     for k in ks]}
+        results.append({"masks": masks, "info": info})
+    return results
+
+
+def two_system_predict(bundle: ParamsBundle, config, records: Sequence[dict], task: str) -> list[dict]:
+    """Masks ``[T, H, W]`` uint8 over every frame of each record, plus what the two systems said (``info``)."""
+    pcfg = preprocess_config(config, bundle.thinker)
+    exs = [system1_example(r, pcfg) for r in records]
+    groups: dict[tuple, list[int]] = {}
+    for i, e in enumerate(exs):
+        groups.setdefault(layout_key(e), []).append(i)
+    out: list[dict | None] = [None] * len(records)
+    for idx in groups.values():
+        rows = idx + [idx[-1]] * (max(len(idx), int(config.eval.batch_size)) - len(idx))  # fixed B: one compile
+        res = _predict_group(bundle, config, pcfg, [records[i] for i in rows], [exs[i] for i in rows], task, len(idx))
+        for i, r in zip(idx, res):
+            out[i] = r
+    return out  # type: ignore[return-value]
+
+
+class TwoSystemPredictor:
+    """``records -> predictions`` callable used by :func:`omnir1_jax.evaluate.evaluate_split`."""
+
+    def __init__(self, config, bundle: ParamsBundle, task: str):
+        self.config, self.bundle, self.task = config, bundle, task
+
+    def __call__(self, records: list[dict]) -> list[dict]:
+        return two_system_predict(self.bundle, self.config, records, self.task)
