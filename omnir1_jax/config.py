@@ -74,6 +74,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.video_max_pixels = 128 * PATCH
     c.data.ground_min_pixels = 64 * PATCH
     c.data.ground_max_pixels = 900 * PATCH  # the paper; the code default is 1600 * 28 * 28
+    # Keyframes are grounded at one static grid per run: the smart_resize of this (h, w) under
+    # ground_max_pixels (RefAVS / most ReVOS clips are 16:9).
+    c.data.ground_hw = (720, 1280)
     c.data.max_objects = 3  # select_number
     c.data.prompt_template = "vos_force"
     c.data.skip_bad_examples = False
@@ -110,6 +113,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.reward.variant = "released"
     c.reward.update(REWARD_VARIANTS["released"])
     c.reward.clip_reward = False  # CLIP_REWARD=1
+    # The released code adds avg_iou / avg_ratio / object-count terms only when SAM2 is actually called
+    # (alpha_g > 0 and a valid System-2 box).  False: the formula of omni_r1.md §6.2 as written.
+    c.reward.released_code_gating = False
     c.reward.len_bonus = True  # --len_control true
     c.reward.len_min = 320
     c.reward.len_max = 750
@@ -129,6 +135,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.num_steps = -1  # -1: one epoch over the training data
     c.train.log_every = 1
     c.train.eval_every = 200
+    c.train.sft_max_answer_tokens = 320  # SFT: reference answer (+ <|im_end|>) right-padded/truncated to this
+    c.train.progress_bar = True  # tqdm bar with ETA on process 0
+    c.train.inject_nan_at_step = -1  # debug/test hook: NaN-poison the batch of this step (-1: never)
 
     c.checkpoint = ml_collections.ConfigDict()
     c.checkpoint.every_steps = 100
@@ -236,6 +245,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            f"dtype and param_dtype must be in {DTYPES}")
     _check(c.train.num_steps == -1 or c.train.num_steps >= 1, "train.num_steps", "must be -1 (one epoch) or >= 1")
     _check(c.train.log_every >= 1, "train.log_every", "must be >= 1")
+    _check(c.train.sft_max_answer_tokens >= 1, "train.sft_max_answer_tokens", "must be >= 1")
     _check(c.checkpoint.every_steps >= 1, "checkpoint.every_steps", "must be >= 1")
     _check(c.checkpoint.keep >= 1, "checkpoint.keep", "must be >= 1")
     for axis in ("data", "fsdp", "tensor"):

@@ -1,0 +1,225 @@
+"""Supervised fine-tuning: teacher-forced cross-entropy on the reference answer tokens only.
+
+Each example is (prompt with expanded multimodal placeholders, left-padded to ``rl.max_prompt_length``) +
+(reference completion + ``<|im_end|>``, right-padded to ``train.sft_max_answer_tokens``).  The loss is the
+token-mean negative log-likelihood of the answer tokens, from chunked log-probs (no full logits), with the
+towers frozen (stop-gradient here, ``set_to_zero`` in the optimizer).  On the synthetic world the answers come
+from ``world.json`` (``data_pipelines.synthetic.answers``); other datasets need an answer source (not yet).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from omnir1_jax import prompts
+from omnir1_jax.parallel import batch_sharding, get_rules, mesh_rules, param_shardings, unbox
+from omnir1_jax.rl.optim import make_optimizer_from_config, trainable_mask
+from omnir1_jax.rl.state import TrainState, guarded_apply, state_shardings
+from omnir1_jax.rl.task import Task, build_thinker, build_tokenizer, device_put_batch
+
+log = logging.getLogger(__name__)
+
+PyTree = Any
+
+
+# ----------------------------------------------------------------------------- data
+def ensure_synthetic_data(root: str, seed: int = 0) -> str:
+    """Writes the synthetic world under ``root`` (as ``omnir1-data synth`` does) unless it is there already."""
+    from data_pipelines.synthetic import writer
+
+    if not os.path.isfile(os.path.join(root, "revos", "world.json")):
+        log.info("sft: writing the synthetic world to %s", root)
+        writer.write_vos(os.path.join(root, "revos"), seed=seed, num_train=8, num_valid=2)
+        writer.write_refavs(os.path.join(root, "refavs"), seed=seed, num_train=8, num_val=2, num_test=2)
+    return root
+
+
+def _sources(config, workdir: str) -> list[tuple[str, str, str, float]]:
+    """(name, format, root, weight) of the SFT mixture; the synthetic world defaults to its VOS part."""
+    if config.data.dataset != "synthetic":
+        raise NotImplementedError("SFT reference answers exist only for the synthetic world (data.dataset=synthetic)")
+    root = config.data.synthetic_root or os.path.join(workdir, "data")
+    if jax.process_index() == 0:
+        ensure_synthetic_data(root, config.seed)
+    mixture = config.data.mixture or "revos:1"
+    out = []
+    for part in mixture.split(","):
+        name, _, weight = part.partition(":")
+        name = name.strip()
+        if name not in ("revos", "refavs"):
+            raise ValueError(f"config.data.mixture: synthetic SFT supports revos/refavs, got {name!r}")
+        out.append((name, name, os.path.join(root, name), float(weight or 1)))
+    return out
+
+
+def preprocess_config(config, model):
+    """Host preprocessing matched to the model's towers; SFT samples a fixed frame count (one layout)."""
+    from data_pipelines.pipeline import PreprocessConfig
+
+    vis, aud, d = model.config.vision, model.config.audio, config.data
+    return PreprocessConfig(train=True, min_frames=d.max_frames, max_frames=d.max_frames,
+                            video_min_pixels=d.video_min_pixels, video_max_pixels=d.video_max_pixels,
+                            image_min_pixels=d.video_min_pixels, image_max_pixels=d.video_max_pixels,
+                            patch_size=vis.patch_size, merge_size=vis.spatial_merge_size,
+                            temporal_patch_size=vis.temporal_patch_size, max_objects=d.max_objects,
+                            mask_size=8, n_mels=aud.num_mel_bins)  # GT masks are unused by SFT: keep them small
+
+
+# ----------------------------------------------------------------------------- loss
+def _static_layout(host: Mapping[str, Any]) -> tuple:
+    """Hashable per-batch layout the towers need statically: task, grids, seconds per grid, audio lengths."""
+    def rows(key):
+        return tuple(tuple(int(v) for v in r) for r in np.asarray(host[key]).reshape(-1, 3)) if key in host else ()
+    spg = tuple(float(s) for s in np.asarray(host.get("video_second_per_grid", ())).reshape(-1))
+    audio = tuple(int(n) for n in np.asarray(host["feature_attention_mask"]).sum(-1)) \
+        if "feature_attention_mask" in host else ()
+    return (host["task"][0], rows("video_grid_thw"), spg, rows("image_grid_thw"), audio)
+
+
+def sft_loss(model, params: PyTree, batch: Mapping[str, jax.Array], layout: tuple, chunk_size: int) -> tuple:
+    """Token-mean NLL of the answer tokens; returns ``(loss, (num_tokens, mean answer log-prob))``."""
+    _, vgrid, spg, igrid, audio = layout
+    kw: dict[str, Any] = {}
+    if vgrid:
+        rows = [batch["pixel_values_videos"][i, : t * h * w] for i, (t, h, w) in enumerate(vgrid)]
+        kw.update(pixel_values_videos=jnp.concatenate(rows), video_grid_thw=np.asarray(vgrid),
+                  video_second_per_grid=spg)
+    if igrid:
+        rows = [batch["pixel_values"][i, : t * h * w] for i, (t, h, w) in enumerate(igrid)]
+        kw.update(pixel_values=jnp.concatenate(rows), image_grid_thw=np.asarray(igrid))
+    if audio:
+        T = batch["input_features"].shape[-1]
+        kw.update(input_features=batch["input_features"],
+                  feature_attention_mask=(np.arange(T)[None] < np.asarray(audio)[:, None]).astype(np.int32))
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    variables = {"params": params}
+    x, pos, _ = model.apply(variables, ids, mask, method=type(model).embed, **kw)
+    hidden, _ = model.apply(variables, x, pos, mask, method=type(model).decode)
+    logp = model.apply(variables, hidden[:, :-1], ids[:, 1:], chunk_size, method=type(model).token_logprobs)
+    m = batch["loss_mask"][:, 1:].astype(jnp.float32)  # [B, L-1]: target token is an answer token
+    n = jnp.sum(m)
+    loss = -jnp.sum(logp * m) / jnp.maximum(n, 1.0)
+    return loss, (n, -loss)
+
+
+def make_train_step(model, tx, lr_schedule, freeze: tuple, chunk_size: int):
+    """The SFT update for one static layout: grads of :func:`sft_loss` -> guarded AdamW update."""
+
+    def step(state: TrainState, batch: Mapping[str, jax.Array], layout: tuple):
+        mask = trainable_mask(state.params, freeze)
+
+        def loss_fn(params):
+            params = jax.tree_util.tree_map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, mask)
+            return sft_loss(model, params, batch, layout, chunk_size)
+
+        (loss, (n, mean_lp)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new_state, guard = guarded_apply(state, grads, tx, loss)
+        metrics = {"loss": loss, "num_answer_tokens": n, "answer_logprob": mean_lp,
+                   "learning_rate": lr_schedule(state.step), **guard}
+        return new_state, metrics
+
+    return step
+
+
+# ----------------------------------------------------------------------------- the task
+def build(config, mesh: Mesh, workdir: str) -> Task:
+    """SFT Task on (prompt, reference answer) pairs; see :class:`omnir1_jax.rl.task.Task`."""
+    from data_pipelines.pipeline import SourceSpec, make_dataset, make_source, state_from_json
+    from data_pipelines.synthetic.answers import load_world_index, reference_answer
+
+    rules = get_rules("train")
+    tokenizer = build_tokenizer(config)
+    model, init_fn, load_fn = build_thinker(config, tokenizer)
+    sources = _sources(config, workdir)
+    pp_cfg = preprocess_config(config, model)
+    n_data = mesh.shape["data"] * mesh.shape["fsdp"]
+    global_batch = config.rl.prompts_per_step
+    if global_batch % n_data:
+        raise ValueError(f"rl.prompts_per_step={global_batch} (the SFT batch) must be divisible by the "
+                         f"data*fsdp mesh size {n_data}")
+    host_batch = global_batch // jax.process_count()
+    specs = [SourceSpec(name=n, format=f, root=r, split="train", weight=w) for n, f, r, w in sources]
+    index = {}
+    for _, _, root, _ in sources:
+        index.update(load_world_index(root))
+    epoch_len = sum(len(make_source(s)) for s in specs)
+    total_steps = max(epoch_len // global_batch, 1)
+    schedule_steps = config.train.num_steps if config.train.num_steps > 0 else total_steps
+
+    # ---- shardings and init
+    abstract_boxed = jax.eval_shape(init_fn, jax.random.key(0))
+    p_shardings = param_shardings(abstract_boxed, mesh, rules)
+    abstract_params = unbox(abstract_boxed)
+    tx, lr_schedule = make_optimizer_from_config(abstract_params, config, schedule_steps)
+    abstract_state = jax.eval_shape(
+        lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
+                             rng=jax.random.key_data(jax.random.key(0))), abstract_params)
+    s_shardings = state_shardings(abstract_state, p_shardings, mesh)
+
+    def init_state(rng: jax.Array) -> TrainState:
+        with mesh_rules(mesh, rules):
+            if load_fn is not None:
+                params = jax.device_put(load_fn(), p_shardings)
+            else:
+                params = jax.jit(lambda r: unbox(init_fn(r)), out_shardings=p_shardings)(rng)
+            opt_state = jax.jit(tx.init, out_shardings=s_shardings.opt_state)(params)
+        rng_data = jax.device_put(jax.random.key_data(jax.random.fold_in(rng, 1)), s_shardings.rng)
+        step = jax.device_put(jnp.zeros((), jnp.int32), s_shardings.step)
+        return TrainState(step=step, params=params, opt_state=opt_state, rng=rng_data)
+
+    step_fn = make_train_step(model, tx, lr_schedule, tuple(config.model.freeze), config.rl.logprob_chunk_size)
+    compiled: dict[tuple, Any] = {}
+    rep = NamedSharding(mesh, P())
+
+    def train_step(state: TrainState, batch: tuple) -> tuple[TrainState, dict]:
+        layout, arrays = batch
+        fn = compiled.get(layout)
+        if fn is None:
+            in_b = {k: batch_sharding(mesh, v.ndim) for k, v in arrays.items()}
+            fn = jax.jit(functools.partial(step_fn, layout=layout), in_shardings=(s_shardings, in_b),
+                         out_shardings=(s_shardings, rep), donate_argnums=0)
+            compiled[layout] = fn
+        with mesh_rules(mesh, rules):
+            return fn(state, arrays)
+
+    def train_iterator(state_json: str | None):
+        ds = make_dataset(specs, host_batch, preprocess=pp_cfg, seed=config.data.shuffle_seed,
+                          num_workers=config.data.num_workers)
+        it = iter(ds)
+        if state_json:
+            it.set_state(state_from_json(state_json))
+        return it
+
+    max_answer = config.train.sft_max_answer_tokens
+    eos = tokenizer.eos_ids[0]
+
+    def prepare(host: Mapping[str, Any]) -> tuple[tuple, dict]:
+        p = prompts.batch_prompts(tokenizer, host, config.rl.max_prompt_length, config.data.prompt_template,
+                                  pp_cfg.merge_size)
+        B, Lp = p["input_ids"].shape
+        ans = np.full((B, max_answer), tokenizer.pad_id, np.int32)
+        amask = np.zeros((B, max_answer), np.int32)
+        for i in range(B):
+            frames = np.asarray(host["frame_indices"][i])[: int(host["num_frames"][i])]
+            text = reference_answer(index, host["task"][i], host["uid"][i], frames, config.rl.max_keyframes)
+            toks = (tokenizer.encode(text) + [eos])[:max_answer]
+            ans[i, : len(toks)] = toks
+            amask[i, : len(toks)] = 1
+        arrays = {"input_ids": np.concatenate([p["input_ids"], ans], 1),
+                  "attention_mask": np.concatenate([p["attention_mask"], amask], 1),
+                  "loss_mask": np.concatenate([np.zeros((B, Lp), np.int32), amask], 1)}
+        for k in ("pixel_values_videos", "pixel_values", "input_features"):
+            if k in host:
+                arrays[k] = np.asarray(host[k], np.float32)
+        return _static_layout(host), device_put_batch(arrays, mesh)
+
+    return Task(init_state=init_state, train_step=train_step, train_iterator=train_iterator, prepare=prepare,
+                total_steps=total_steps, evaluate=None, name="sft")

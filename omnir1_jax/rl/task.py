@@ -1,0 +1,162 @@
+"""The step protocol the trainer runs: a :class:`Task` per ``config.mode`` (``sft`` or ``grpo``).
+
+``train.py`` knows nothing about what a step does; it calls ``task.init_state``, pulls host batches from
+``task.train_iterator``, moves them with ``task.prepare`` and runs ``task.train_step`` (one ``jax.jit``).
+Modes plug in through ``omnir1_jax.rl.<mode>.build(config, mesh, workdir) -> Task``, imported lazily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from omnir1_jax.rl.state import TrainState
+
+PyTree = Any
+
+
+@dataclasses.dataclass
+class Task:
+    """What a training mode hands the loop.
+
+    init_state(rng) -> TrainState           sharded on the mesh (jitted init with out_shardings)
+    train_step(state, batch) -> (state, m)  ONE jax.jit, donate_argnums=0; m: dict of scalar arrays, must
+                                            hold "loss" and "skipped_nonfinite" (0./1.)
+    train_iterator(state_json | None)       grain iterator with get_state()/set_state(); None = fresh start
+    prepare(host_batch) -> device batch     host NumPy -> global jax.Arrays (batch_sharding)
+    evaluate(state) -> dict | None          optional periodic evaluation (scalars)
+    total_steps                             steps in one epoch (used when train.num_steps == -1)
+    """
+
+    init_state: Callable[[jax.Array], TrainState]
+    train_step: Callable[[TrainState, Any], tuple[TrainState, Mapping[str, Any]]]
+    train_iterator: Callable[[str | None], Iterator]
+    prepare: Callable[[Any], Any]
+    total_steps: int
+    evaluate: Callable[[TrainState], Mapping[str, Any]] | None = None
+    name: str = ""
+
+
+def build_task(config, mesh: Mesh, workdir: str) -> Task:
+    """Task for ``config.mode``: ``omnir1_jax.rl.sft.build`` or ``omnir1_jax.rl.grpo.build``."""
+    mode = config.mode
+    if mode not in ("sft", "grpo"):
+        raise ValueError(f"config.mode: unknown mode {mode!r}; expected 'sft' or 'grpo'")
+    try:
+        module = importlib.import_module(f"omnir1_jax.rl.{mode}")
+    except ModuleNotFoundError as err:
+        if err.name == f"omnir1_jax.rl.{mode}":
+            raise NotImplementedError(
+                f"config.mode={mode!r} needs omnir1_jax/rl/{mode}.py with build(config, mesh, workdir) -> Task, "
+                "which does not exist yet in this checkout") from err
+        raise
+    if not hasattr(module, "build"):
+        raise NotImplementedError(f"omnir1_jax.rl.{mode} has no build(config, mesh, workdir) -> Task yet")
+    task = module.build(config, mesh, workdir)
+    if not isinstance(task, Task):
+        raise TypeError(f"omnir1_jax.rl.{mode}.build returned {type(task).__name__}, expected a Task")
+    return task
+
+
+def device_put_batch(batch: Mapping[str, Any], mesh: Mesh) -> dict:
+    """Host batch (this process's rows, NumPy) -> global arrays sharded over (data, fsdp) on dim 0."""
+    from omnir1_jax.parallel import batch_sharding
+
+    out = {}
+    for k, v in batch.items():
+        v = np.asarray(v)
+        out[k] = jax.make_array_from_process_local_data(batch_sharding(mesh, max(v.ndim, 1)), v)
+    return out
+
+
+# ----------------------------------------------------------------------------- shared model setup
+def build_tokenizer(config):
+    """The tokenizer of ``config.model``: the synthetic word-level one for ``preset=tiny``, else the HF one
+    from ``model.tokenizer_dir`` (or ``model.hf_dir`` / ``model.checkpoint``)."""
+    from omnir1_jax.text import HFTokenizer, SyntheticTokenizer
+
+    if config.model.preset == "tiny" and not config.model.tokenizer_dir:
+        return SyntheticTokenizer()
+    path = config.model.tokenizer_dir or config.model.hf_dir or config.model.checkpoint
+    if not path:
+        raise ValueError("config.model.tokenizer_dir (or model.hf_dir / model.checkpoint) must name a local "
+                         "directory holding the tokenizer files")
+    return HFTokenizer.from_dir(path)
+
+
+def tiny_thinker_config(tokenizer):
+    """The tiny thinker (real architecture, towers included) sized to ``tokenizer`` with its special ids."""
+    from omnir1_jax.models.qwen_omni import tiny
+    from omnir1_jax.models.qwen_omni.audio_config import AudioConfig
+    from omnir1_jax.models.qwen_omni.vision_config import VisionConfig
+
+    m, hidden = tokenizer.mm_ids, 64
+    vocab = -(-tokenizer.vocab_size // 64) * 64  # padded so the vocab dim shards over any tensor axis <= 64
+    return tiny(vocab_size=vocab, hidden_size=hidden,
+                vision=dataclasses.replace(VisionConfig.tiny(), out_hidden_size=hidden),
+                audio=dataclasses.replace(AudioConfig.tiny(), output_dim=hidden),
+                image_token_id=m["<|IMAGE|>"], video_token_id=m["<|VIDEO|>"], audio_token_id=m["<|AUDIO|>"],
+                vision_start_token_id=m["<|vision_bos|>"], vision_end_token_id=m["<|vision_eos|>"],
+                audio_start_token_id=m["<|audio_bos|>"], audio_end_token_id=m["<|audio_eos|>"],
+                eos_token_id=tokenizer.eos_ids[0], pad_token_id=tokenizer.pad_id)
+
+
+def build_thinker(config, tokenizer) -> tuple[Any, Callable[[jax.Array], PyTree], Callable[[], PyTree] | None]:
+    """``(model, init_fn, load_fn)``: ``init_fn(rng)`` returns boxed random params (for shapes / shardings);
+    ``load_fn()`` returns pretrained host params from ``model.checkpoint`` / ``model.hf_dir`` (None if none)."""
+    import jax.numpy as jnp
+
+    from omnir1_jax.models.qwen_omni import Thinker, init_params, load_checkpoint, load_hf, qwen2_5_omni_3b, \
+        qwen2_5_omni_7b
+
+    m = config.model
+    dtype, pdtype = jnp.dtype(m.dtype), jnp.dtype(m.param_dtype)
+    load_fn = None
+    if m.checkpoint:
+        load_fn = lambda: load_checkpoint(m.checkpoint, dtype, pdtype, m.remat)  # noqa: E731
+    elif m.hf_dir:
+        load_fn = lambda: load_hf(m.hf_dir, dtype, pdtype, m.remat)  # noqa: E731
+    presets = {"tiny": lambda: tiny_thinker_config(tokenizer), "qwen2_5_omni_7b": qwen2_5_omni_7b,
+               "qwen2_5_omni_3b": qwen2_5_omni_3b}
+    if m.preset not in presets:
+        raise ValueError(f"config.model.preset: unknown preset {m.preset!r}; expected one of {sorted(presets)}")
+    model = Thinker(presets[m.preset](), dtype=dtype, param_dtype=pdtype, remat=m.remat)
+    loader = None
+    if load_fn is not None:
+        def loader():
+            loaded_model, params = load_fn()
+            if loaded_model.config != model.config:
+                raise ValueError(f"model.preset={m.preset!r} does not match the loaded checkpoint's config")
+            return params
+    return model, (lambda rng: init_params(model, rng)), loader
+
+
+def build_segmenter(config) -> tuple[Any, PyTree]:
+    """``(Sam2VideoModel, params)``: ``segmenter.checkpoint``, ``segmenter.hf_dir``, or (``preset=tiny`` only)
+    random tiny weights seeded by ``config.seed`` — the same weights in training and evaluation."""
+    import jax.numpy as jnp
+
+    from omnir1_jax.models.sam2 import Sam2Config, Sam2VideoModel, load_checkpoint, load_hf
+    from omnir1_jax.parallel import unbox
+
+    seg = config.segmenter
+    if seg.checkpoint:
+        return load_checkpoint(seg.checkpoint)
+    if seg.hf_dir:
+        return load_hf(seg.hf_dir, video=True)
+    if seg.preset != "tiny":
+        raise ValueError(f"segmenter.preset={seg.preset!r} needs segmenter.checkpoint or segmenter.hf_dir "
+                         "(a local SAM2 checkpoint); only the tiny preset may start from random weights")
+    import logging
+
+    logging.getLogger(__name__).warning("segmenter: no checkpoint given; using RANDOM tiny SAM2 weights (seed %d)",
+                                        config.seed)
+    model = Sam2VideoModel(Sam2Config.tiny())
+    size = model.cfg.image_size
+    init = jax.jit(lambda k: unbox(model.init(k, jnp.zeros((1, 3, size, size)), method=Sam2VideoModel.init_all)))
+    return model, init(jax.random.PRNGKey(config.seed))["params"]
