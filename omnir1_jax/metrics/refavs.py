@@ -16,7 +16,7 @@ foreground (sigmoid(0) = 0.5 > 0.4).  :func:`binary_to_logits` maps them to +-10
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import cv2
 import numpy as np

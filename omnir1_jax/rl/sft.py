@@ -20,10 +20,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from omnir1_jax import prompts
-from omnir1_jax.parallel import batch_sharding, get_rules, mesh_rules, param_shardings, unbox
-from omnir1_jax.rl.optim import make_optimizer_from_config, trainable_mask
-from omnir1_jax.rl.state import TrainState, guarded_apply, state_shardings
-from omnir1_jax.rl.task import Task, build_thinker, build_tokenizer, device_put_batch
+from omnir1_jax.parallel import batch_sharding, get_rules, mesh_rules
+from omnir1_jax.rl.optim import trainable_mask
+from omnir1_jax.rl.state import TrainState, guarded_apply
+from omnir1_jax.rl.task import Task, build_thinker, build_tokenizer, device_put_batch, setup_policy
 
 log = logging.getLogger(__name__)
 
@@ -155,25 +155,8 @@ def build(config, mesh: Mesh, workdir: str) -> Task:
     schedule_steps = config.train.num_steps if config.train.num_steps > 0 else total_steps
 
     # ---- shardings and init
-    abstract_boxed = jax.eval_shape(init_fn, jax.random.key(0))
-    p_shardings = param_shardings(abstract_boxed, mesh, rules)
-    abstract_params = unbox(abstract_boxed)
-    tx, lr_schedule = make_optimizer_from_config(abstract_params, config, schedule_steps)
-    abstract_state = jax.eval_shape(
-        lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
-                             rng=jax.random.key_data(jax.random.key(0))), abstract_params)
-    s_shardings = state_shardings(abstract_state, p_shardings, mesh)
-
-    def init_state(rng: jax.Array) -> TrainState:
-        with mesh_rules(mesh, rules):
-            if load_fn is not None:
-                params = jax.device_put(load_fn(), p_shardings)
-            else:
-                params = jax.jit(lambda r: unbox(init_fn(r)), out_shardings=p_shardings)(rng)
-            opt_state = jax.jit(tx.init, out_shardings=s_shardings.opt_state)(params)
-        rng_data = jax.device_put(jax.random.key_data(jax.random.fold_in(rng, 1)), s_shardings.rng)
-        step = jax.device_put(jnp.zeros((), jnp.int32), s_shardings.step)
-        return TrainState(step=step, params=params, opt_state=opt_state, rng=rng_data)
+    setup = setup_policy(config, mesh, init_fn, load_fn, schedule_steps, rules)
+    tx, lr_schedule, s_shardings, init_state = setup.tx, setup.lr_schedule, setup.state_shardings, setup.init_state
 
     step_fn = make_train_step(model, tx, lr_schedule, tuple(config.model.freeze), config.rl.logprob_chunk_size)
     compiled: dict[tuple, Any] = {}

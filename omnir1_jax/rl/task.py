@@ -160,3 +160,46 @@ def build_segmenter(config) -> tuple[Any, PyTree]:
     size = model.cfg.image_size
     init = jax.jit(lambda k: unbox(model.init(k, jnp.zeros((1, 3, size, size)), method=Sam2VideoModel.init_all)))
     return model, init(jax.random.PRNGKey(config.seed))["params"]
+
+
+@dataclasses.dataclass
+class PolicySetup:
+    """The policy's optimizer and shardings, and a sharded ``init_state`` (shared by every mode)."""
+
+    tx: Any
+    lr_schedule: Callable[[Any], Any]
+    param_shardings: PyTree
+    state_shardings: Any
+    init_state: Callable[[jax.Array], TrainState]
+
+
+def setup_policy(config, mesh: Mesh, init_fn, load_fn, schedule_steps: int, rules) -> PolicySetup:
+    """Optimizer + shardings from abstract shapes (no full copy on one device), and the state initialiser:
+    pretrained params from ``load_fn`` when given, else a jitted random init with ``out_shardings``."""
+    import jax.numpy as jnp
+
+    from omnir1_jax.parallel import mesh_rules, param_shardings, unbox
+    from omnir1_jax.rl.optim import make_optimizer_from_config
+    from omnir1_jax.rl.state import state_shardings
+
+    abstract_boxed = jax.eval_shape(init_fn, jax.random.key(0))
+    p_shardings = param_shardings(abstract_boxed, mesh, rules)
+    abstract_params = unbox(abstract_boxed)
+    tx, lr_schedule = make_optimizer_from_config(abstract_params, config, schedule_steps)
+    abstract_state = jax.eval_shape(
+        lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p),
+                             rng=jax.random.key_data(jax.random.key(0))), abstract_params)
+    s_shardings = state_shardings(abstract_state, p_shardings, mesh)
+
+    def init_state(rng: jax.Array) -> TrainState:
+        with mesh_rules(mesh, rules):
+            if load_fn is not None:
+                params = jax.device_put(load_fn(), p_shardings)
+            else:
+                params = jax.jit(lambda r: unbox(init_fn(r)), out_shardings=p_shardings)(rng)
+            opt_state = jax.jit(tx.init, out_shardings=s_shardings.opt_state)(params)
+        rng_data = jax.device_put(jax.random.key_data(jax.random.fold_in(rng, 1)), s_shardings.rng)
+        step = jax.device_put(jnp.zeros((), jnp.int32), s_shardings.step)
+        return TrainState(step=step, params=params, opt_state=opt_state, rng=rng_data)
+
+    return PolicySetup(tx, lr_schedule, p_shardings, s_shardings, init_state)
