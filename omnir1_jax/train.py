@@ -88,6 +88,7 @@ def main(config, workdir: str) -> dict[str, Any]:
     last: dict[str, Any] = {}
     t0 = time.time()
     for step in range(start + 1, num_steps + 1):
+        t_last = time.time()
         host = next(data_iter)
         if step == config.train.inject_nan_at_step:
             log.warning("step %d: injecting NaN into the batch (train.inject_nan_at_step)", step)
@@ -101,7 +102,11 @@ def main(config, workdir: str) -> dict[str, Any]:
             now_skipped = skipped + int(round(float(jax.device_get(skipped_dev))))
             if float(m["skipped_nonfinite"]) > 0:
                 log.warning("step %d: non-finite loss/gradients, update skipped (%d so far)", step, now_skipped)
-            row = {**m, "skipped_total": now_skipped, "steps_per_sec": (step - start) / max(time.time() - t0, 1e-9)}
+            now = time.time()
+            row = {**m, "skipped_total": now_skipped, "steps_per_sec": (step - start) / max(now - t0, 1e-9),
+                   "step_time": now - t_last}
+            if "completion_tokens" in m:  # GRPO: generated tokens per second of wall time
+                row["tokens_per_sec"] = float(m["completion_tokens"]) / max(now - t_last, 1e-9)
             bar.set_postfix(loss=f"{float(m['loss']):.4g}", skipped=now_skipped)
         if task.evaluate is not None and config.train.eval_every > 0 and step % config.train.eval_every == 0:
             row.update({f"eval/{k}": v for k, v in jax.device_get(dict(task.evaluate(state))).items()})
@@ -142,6 +147,7 @@ def run() -> None:
     def _main(argv):
         del argv
         logging.getLogger().setLevel(logging.INFO)
+        logging.getLogger("absl").setLevel(logging.WARNING)  # orbax/absl chatter; our own logs stay at INFO
         summary = main(config_flag.value, flags.FLAGS.workdir)
         print(json.dumps({"step": summary["step"], "skipped": summary["skipped"],
                           "loss": summary["last"].get("loss", math.nan)}))
