@@ -1,0 +1,80 @@
+"""Smoke tests of the benchmark scripts: each runs with ``--smoke`` and writes JSON with the expected fields.
+
+No timing assertions (the CI machine is shared); the checks are on the structure and the sanity of the
+figures (positive times, equal token counts on both sides, FLOP counts that agree).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def _run(name: str, tmp_path) -> dict:
+    """Runs ``benchmarks.<name>.main(["--smoke", "--json", path])`` in-process; returns the file's JSON."""
+    mod = importlib.import_module(f"benchmarks.{name}")
+    path = tmp_path / f"{name}.json"
+    returned = mod.main(["--smoke", "--json", str(path)])
+    with open(path) as f:
+        written = json.load(f)
+    assert written == returned
+    env = written["environment"]
+    assert env["cpu_cores"] >= 1 and env["jax"] and env["cpu_model"] and env["device_kind"]
+    assert isinstance(written["ratio"], float) and written["ratio"] > 0
+    assert written["settings"]["smoke"] is True
+    return written
+
+
+def test_common_helpers():
+    from benchmarks import common
+
+    assert common.loglog_slope([1, 2, 4, 8], [3, 12, 48, 192]) == pytest.approx(2.0)
+    calls = []
+    times = common.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warmup, then alternating order
+    assert len(times["a"]) == len(times["b"]) == 3
+    assert common.summary([3.0, 1.0, 2.0])["median_s"] == 2.0
+    assert "x" in common.table([{"x": 1.5, "y": "z"}], ["x", "y"]).splitlines()[0]
+
+
+def test_rollout_smoke(tmp_path):
+    res = _run("rollout", tmp_path)
+    assert res["benchmark"] == "rollout" and res["settings"]["G"] == 8
+    row = res["rows"][0]
+    assert row["generated_tokens"] == row["batch_prompts"] * 8 * row["max_new_tokens"]
+    for k in ("ours_tokens_per_s", "theirs_tokens_per_s", "ours_compile_s", "ratio"):
+        assert row[k] > 0 if k != "ours_compile_s" else row[k] >= 0
+    assert row["ratio"] == pytest.approx(row["ours_tokens_per_s"] / row["theirs_tokens_per_s"])
+    assert res["ratio"] == min(r["ratio"] for r in res["rows"])
+
+
+def test_roofline_smoke(tmp_path):
+    res = _run("roofline", tmp_path)
+    peaks, upd, dec = res["peaks"], res["update"], res["decode"]
+    assert peaks["peak_flops"] > 0 and peaks["read_bandwidth_Bps"] > 0
+    # XLA's count (loop bodies corrected for the layer scan) agrees with the analytic matmul + attention count.
+    assert upd["xla_flops"] == pytest.approx(upd["analytic_flops_6NT_matmul_plus_attention"], rel=0.15)
+    assert upd["xla_flops"] > upd["xla_flops_loop_body_once"]
+    assert res["ratio"] == pytest.approx(upd["achieved_flops_xla"] / peaks["peak_flops"])
+    assert dec["bytes_per_step"] == dec["param_bytes_per_step"] + dec["kv_bytes_per_step"]
+    assert dec["bytes_per_token"] == pytest.approx(dec["bytes_per_step"] / dec["rows"])
+
+
+def test_sampler_scaling_smoke(tmp_path):
+    res = _run("sampler_scaling", tmp_path)
+    g_axis = res["axes"]["G"]
+    assert [r["G"] for r in g_axis["rows"]] == [1, 2]
+    assert isinstance(g_axis["steady_exponent"], float) and isinstance(g_axis["compile_exponent"], float)
+    assert all(r["compile_s"] > 0 and r["steady_s"] > 0 for r in g_axis["rows"])
+    pr = res["probes"]
+    assert pr["recompiles_over_3_calls"] == 0
+    assert pr["fallback_fraction_flat"] > pr["fallback_fraction_peaked"]
+    assert res["ratio"] == pytest.approx(pr["top_p_0.95_flat_logits"] / pr["top_p_0.95_peaked_logits"])
