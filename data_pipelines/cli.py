@@ -83,7 +83,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     readers, problems = _open_readers(args.dir, args.format)
-    logging.getLogger("data_pipelines.formats").setLevel(logging.ERROR)  # collect here, print once below
+    fmt_log = logging.getLogger("data_pipelines.formats")
+    old_level = fmt_log.level
+    fmt_log.setLevel(logging.ERROR)  # collect here, print once below
+    try:
+        return _validate(args, readers, problems)
+    finally:
+        fmt_log.setLevel(old_level)
+
+
+def _validate(args: argparse.Namespace, readers: dict, problems: list) -> int:
     for split, r in readers.items():
         for i in range(len(r) if args.limit <= 0 else min(len(r), args.limit)):
             r.load(i)
