@@ -23,8 +23,8 @@ from omnir1_jax.rl import grpo
 from omnir1_jax.rl.grpo_rollout import StepModels
 from omnir1_jax.rl.grpo_settings import BatchShapes, GRPOSettings
 from omnir1_jax.rl.state import TrainState
-from omnir1_jax.rl.task import Task, build_segmenter, build_thinker, build_tokenizer, device_put_batch, \
-    setup_policy
+from omnir1_jax.rl.task import (Task, build_segmenter, build_thinker, build_tokenizer, device_put_batch,
+                                iterator_factory, setup_policy)
 from omnir1_jax.rollout.grounding import build_spec
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def make_step_batch(host: Mapping[str, Any], tokenizer, config, model, hires_gri
 
 def build(config, mesh: Mesh, workdir: str) -> Task:
     """GRPO Task; see :class:`omnir1_jax.rl.task.Task`."""
-    from data_pipelines.pipeline import SourceSpec, make_dataset, make_source, state_from_json
+    from data_pipelines.pipeline import SourceSpec, make_source
     from omnir1_jax.rl import sft
 
     rules = get_rules("train")
@@ -139,13 +139,7 @@ def build(config, mesh: Mesh, workdir: str) -> Task:
         metrics["learning_rate"] = lr_schedule(state.step - 1)
         return state, metrics
 
-    def train_iterator(state_json: str | None):
-        ds = make_dataset(specs, host_batch, preprocess=pp_cfg, seed=config.data.shuffle_seed,
-                          num_workers=config.data.num_workers)
-        it = iter(ds)
-        if state_json:
-            it.set_state(state_from_json(state_json))
-        return it
+    train_iterator = iterator_factory(specs, host_batch, pp_cfg, config)
 
     def prepare(host: Mapping[str, Any]) -> tuple:
         task = "refavs" if host["task"][0] == "refavs" else "vos"

@@ -23,7 +23,8 @@ from omnir1_jax import prompts
 from omnir1_jax.parallel import batch_sharding, get_rules, mesh_rules
 from omnir1_jax.rl.optim import trainable_mask
 from omnir1_jax.rl.state import TrainState, guarded_apply
-from omnir1_jax.rl.task import Task, build_thinker, build_tokenizer, device_put_batch, setup_policy
+from omnir1_jax.rl.task import (Task, build_thinker, build_tokenizer, device_put_batch, iterator_factory,
+                                setup_policy)
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def make_train_step(model, tx, lr_schedule, freeze: tuple, chunk_size: int):
 # ----------------------------------------------------------------------------- the task
 def build(config, mesh: Mesh, workdir: str) -> Task:
     """SFT Task on (prompt, reference answer) pairs; see :class:`omnir1_jax.rl.task.Task`."""
-    from data_pipelines.pipeline import SourceSpec, make_dataset, make_source, state_from_json
+    from data_pipelines.pipeline import SourceSpec, make_source
     from data_pipelines.synthetic.answers import load_world_index, reference_answer
 
     rules = get_rules("train")
@@ -173,13 +174,7 @@ def build(config, mesh: Mesh, workdir: str) -> Task:
         with mesh_rules(mesh, rules):
             return fn(state, arrays)
 
-    def train_iterator(state_json: str | None):
-        ds = make_dataset(specs, host_batch, preprocess=pp_cfg, seed=config.data.shuffle_seed,
-                          num_workers=config.data.num_workers)
-        it = iter(ds)
-        if state_json:
-            it.set_state(state_from_json(state_json))
-        return it
+    train_iterator = iterator_factory(specs, host_batch, pp_cfg, config)
 
     max_answer = config.train.sft_max_answer_tokens
     eos = tokenizer.eos_ids[0]

@@ -203,3 +203,17 @@ def setup_policy(config, mesh: Mesh, init_fn, load_fn, schedule_steps: int, rule
         return TrainState(step=step, params=params, opt_state=opt_state, rng=rng_data)
 
     return PolicySetup(tx, lr_schedule, p_shardings, s_shardings, init_state)
+
+
+def iterator_factory(specs, host_batch: int, pp_cfg, config) -> Callable[[str | None], Iterator]:
+    """``train_iterator(state_json | None)`` for a Task: the grain mixture, restored exactly when given a state."""
+    from data_pipelines.pipeline import make_dataset, state_from_json
+
+    def train_iterator(state_json: str | None):
+        it = iter(make_dataset(specs, host_batch, preprocess=pp_cfg, seed=config.data.shuffle_seed,
+                               num_workers=config.data.num_workers))
+        if state_json:
+            it.set_state(state_from_json(state_json))
+        return it
+
+    return train_iterator
