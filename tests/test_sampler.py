@@ -365,6 +365,24 @@ def test_top_p_top_k_stay_in_allowed_set(top_p, top_k, cand):
     np.testing.assert_allclose(np.asarray(lp).reshape(2, draws), np.take_along_axis(full, tok, -1), atol=1e-5)
 
 
+def test_inverse_cdf_two_level_equals_one_level_and_skips_zero_weights():
+    rs = np.random.RandomState(0)
+    w = rs.randint(0, 5, size=(6, 50)).astype(np.float32)  # small integers: every cumsum is exact
+    w[:, 7:13] = 0.0
+    w[:, -3:] = 0.0  # a zero tail past the last block boundary (block 4 → 13 blocks, 2 padded entries)
+    u = jnp.asarray(np.linspace(0.0, 1.0 - 2 ** -23, 301, dtype=np.float32))  # [301]
+    wj = jnp.asarray(np.repeat(w, len(u), 0))  # [6*301, 50]
+    uu = jnp.tile(u, 6)
+    one = np.asarray(sampling_ops.inverse_cdf(uu, wj, block=64))  # single cumsum (50 <= 4*64)
+    two = np.asarray(sampling_ops.inverse_cdf(uu, wj, block=4))  # 13 blocks of 4
+    np.testing.assert_array_equal(one, two)
+    cdf = np.cumsum(w, -1)
+    expect = np.argmax(cdf[:, None, :] > np.asarray(u)[None, :, None] * cdf[:, -1:, None], -1).reshape(-1)
+    np.testing.assert_array_equal(one, expect)
+    assert (np.repeat(w, len(u), 0)[np.arange(len(one)), one] > 0).all()
+    assert len(np.unique(two)) > 20  # many indices reached, incl. across block boundaries
+
+
 # ----------------------------------------------------------------------------------------------------
 # The real tiny thinker (audio + image prompts) against transformers.
 # ----------------------------------------------------------------------------------------------------

@@ -16,6 +16,12 @@ every token whose *exclusive* cumulative mass is below ``top_p`` (the rule of tr
   an O(V log V) sort that accelerators do poorly at V ~ 152k; a larger cap makes the fallback rarer but
   ``top_k`` itself slower.  ``candidates=0`` always uses the bisection.
 
+The token is drawn by **inverse CDF with one uniform number per row** over the kept set's (unnormalised)
+probabilities: the first index whose cumulative weight exceeds ``u * total``.  This samples the same
+distribution as ``jax.random.categorical`` (up to float32 resolution of ``u``, 2**-23) with N random numbers
+per step instead of N x V Gumbels; over a whole vocabulary the cumsum is two-level (block sums, then one
+block) so no O(V)-deep scan runs.
+
 The log-prob returned with each token is always under the **full** softmax at the sampling temperature
 (not the truncated, renormalised distribution): the quantity GRPO importance ratios need.
 """
@@ -26,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-_NEG_INF = -jnp.inf
+_BLOCK = 256  # entries per block of the two-level inverse CDF; rows up to 4 blocks use one cumsum
 
 
 def scale_logits(logits: jax.Array, temperature: float) -> jax.Array:
@@ -57,7 +63,11 @@ def nucleus_threshold(scaled: jax.Array, top_p: float) -> jax.Array:
 
     Returns ``tau`` [N] such that the nucleus is ``softmax(scaled) >= tau``.
     """
-    probs = jax.nn.softmax(scaled, axis=-1)  # [N, V]
+    return _threshold_of_probs(jax.nn.softmax(scaled, axis=-1), top_p)
+
+
+def _threshold_of_probs(probs: jax.Array, top_p: float) -> jax.Array:
+    """``nucleus_threshold`` on precomputed probabilities [N, V] (the fallback reuses them)."""
     top = jnp.max(probs, axis=-1)  # mass(p > top) = 0 < top_p, so top qualifies
     lo = jnp.zeros(top.shape, jnp.int32)  # bits of +0.0
     hi = lax.bitcast_convert_type(top, jnp.int32)
@@ -77,13 +87,60 @@ def nucleus_threshold(scaled: jax.Array, top_p: float) -> jax.Array:
     return lax.bitcast_convert_type(hi, jnp.float32)
 
 
+def _first_above(cdf: jax.Array, thr: jax.Array, weights: jax.Array) -> jax.Array:
+    """First index with ``cdf > thr`` per row [N]; the last positive-weight index if rounding leaves none.
+
+    The index found always has positive weight (``cdf`` rises there), so masked-out entries are never drawn.
+    """
+    above = cdf > thr[:, None]  # [N, m]
+    first = jnp.argmax(above, axis=-1)
+    m = weights.shape[-1]
+    last = m - 1 - jnp.argmax((weights > 0)[:, ::-1], axis=-1)
+    return jnp.where(jnp.any(above, axis=-1), first, last)
+
+
+def inverse_cdf(u: jax.Array, weights: jax.Array, block: int = _BLOCK) -> jax.Array:
+    """Index drawn per row from unnormalised ``weights`` [N, m] (>= 0, positive sum) with uniforms ``u`` [N].
+
+    Returns the first index whose cumulative weight exceeds ``u * total``.  Rows longer than
+    ``4 * block`` are split into blocks: block sums → cumsum over blocks → the same search inside the
+    chosen block, against the residual threshold (two short scans instead of one over ``m``).
+    """
+    n, m = weights.shape
+    if m <= 4 * block:
+        cdf = jnp.cumsum(weights, axis=-1)  # [N, m]
+        return _first_above(cdf, u * cdf[:, -1], weights)
+    nb = -(-m // block)
+    w = jnp.pad(weights, ((0, 0), (0, nb * block - m))).reshape(n, nb, block)  # [N, nb, block]
+    sums = jnp.sum(w, axis=-1)  # [N, nb]
+    cdf = jnp.cumsum(sums, axis=-1)
+    thr = u * cdf[:, -1]
+    b = _first_above(cdf, thr, sums)  # [N]
+    before = jnp.where(b > 0, jnp.take_along_axis(cdf, jnp.maximum(b - 1, 0)[:, None], axis=-1)[:, 0], 0.0)
+    inner = jnp.take_along_axis(w, b[:, None, None], axis=1)[:, 0]  # [N, block]
+    # thr >= before (b is the first block past thr), so the residual is >= 0 and the pick has weight > 0.
+    j = _first_above(jnp.cumsum(inner, axis=-1), jnp.maximum(thr - before, 0.0), inner)
+    return b * block + j
+
+
+def _draw(rng: jax.Array, weights: jax.Array) -> jax.Array:
+    """One draw per row of ``weights`` [N, m] (unnormalised probabilities) from a single uniform per row."""
+    u = jax.random.uniform(rng, weights.shape[:1], jnp.float32)  # [N]
+    return inverse_cdf(u, weights)
+
+
 def _sample_candidates(
     rng: jax.Array, cand_logits: jax.Array, cand_ids: jax.Array, keep: jax.Array
 ) -> jax.Array:
-    """Samples one of the kept candidates per row (categorical renormalises over them)."""
-    masked = jnp.where(keep, cand_logits, _NEG_INF)
-    choice = jax.random.categorical(rng, masked, axis=-1)  # [N]
+    """Samples one of the kept descending candidates per row (renormalised over them)."""
+    weights = jnp.where(keep, jnp.exp(cand_logits - cand_logits[:, :1]), 0.0)  # [N, m], top = 1
+    choice = _draw(rng, weights)  # [N]
     return jnp.take_along_axis(cand_ids, choice[:, None], axis=-1)[:, 0]
+
+
+def sample_full(rng: jax.Array, scaled: jax.Array) -> jax.Array:
+    """Plain sampling from ``softmax(scaled)`` [N, V] (top-p 1.0, no top-k)."""
+    return _draw(rng, jnp.exp(scaled - jnp.max(scaled, axis=-1, keepdims=True)))
 
 
 def sample_top_k_top_p(rng: jax.Array, scaled: jax.Array, top_k: int, top_p: float) -> jax.Array:
@@ -102,9 +159,9 @@ def sample_top_p(rng: jax.Array, scaled: jax.Array, top_p: float, candidates: in
     vocab = scaled.shape[-1]
 
     def by_threshold(_):
-        tau = nucleus_threshold(scaled, top_p)
-        keep = jax.nn.softmax(scaled, axis=-1) >= tau[:, None]
-        return jax.random.categorical(rng, jnp.where(keep, scaled, _NEG_INF), axis=-1)
+        probs = jax.nn.softmax(scaled, axis=-1)  # [N, V]
+        tau = _threshold_of_probs(probs, top_p)
+        return _draw(rng, jnp.where(probs >= tau[:, None], probs, 0.0))  # nucleus in vocab order
 
     m = min(candidates, vocab)
     if m <= 0:
@@ -141,6 +198,6 @@ def select_tokens(
     elif top_p < 1.0:
         tokens = sample_top_p(rng, scaled, top_p, candidates)
     else:
-        tokens = jax.random.categorical(rng, scaled, axis=-1)
+        tokens = sample_full(rng, scaled)
     tokens = tokens.astype(jnp.int32)
     return tokens, full_logprob(scaled, tokens)
