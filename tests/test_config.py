@@ -89,3 +89,14 @@ def test_command_line_override_through_config_flags():
     config_flags.DEFINE_config_file("config", default=None, flag_values=fv2, lock_config=True, sys_argv=argv2)
     with pytest.raises(Exception, match="betaa"):
         fv2(argv2)
+
+
+def test_training_sources_from_config(tmp_path):
+    from omnir1_jax.rl.sft import data_sources
+
+    c = config_lib.load_config(os.path.join(EXP, "revos_omni_r1_7b.py"),
+                               overrides={"data.revos_root": "/r", "data.mevis_root": "/m"})
+    assert data_sources(c, str(tmp_path)) == [("revos", "revos", "/r", 1.0), ("mevis", "mevis", "/m", 1.0)]
+    c = config_lib.load_config(os.path.join(EXP, "joint_omni_r1_7b.py"))
+    with pytest.raises(ValueError, match="data.refavs_root"):
+        data_sources(c, str(tmp_path))

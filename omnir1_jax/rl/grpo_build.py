@@ -8,6 +8,7 @@ step's static-shape arrays by :func:`make_step_batch`; one compiled step per (ta
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any, Mapping
 
@@ -94,13 +95,10 @@ def build(config, mesh: Mesh, workdir: str) -> Task:
     tokenizer = build_tokenizer(config)
     model, init_fn, load_fn = build_thinker(config, tokenizer)
     seg_model, seg_params = build_segmenter(config)
-    sources = sft._sources(config, workdir)
+    sources = sft.data_sources(config, workdir)
     hires_hw, hires_grid = _hires_hw(config, model)
-    pp_cfg = sft.preprocess_config(config, model)
-    import dataclasses
-
-    pp_cfg = dataclasses.replace(pp_cfg, sam2_size=seg_model.cfg.image_size, hires_hw=hires_hw,
-                                 mask_size=config.segmenter.mask_size)
+    pp_cfg = dataclasses.replace(sft.preprocess_config(config, model), sam2_size=seg_model.cfg.image_size,
+                                 hires_hw=hires_hw, mask_size=config.segmenter.mask_size)
     n_data = mesh.shape["data"] * mesh.shape["fsdp"]
     global_batch = config.rl.prompts_per_step
     if global_batch % n_data:

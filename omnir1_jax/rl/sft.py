@@ -44,20 +44,37 @@ def ensure_synthetic_data(root: str, seed: int = 0) -> str:
 
 
 def _sources(config, workdir: str) -> list[tuple[str, str, str, float]]:
-    """(name, format, root, weight) of the SFT mixture; the synthetic world defaults to its VOS part."""
+    """(name, format, root, weight) of the SFT mixture: reference answers exist for the synthetic world only."""
     if config.data.dataset != "synthetic":
         raise NotImplementedError("SFT reference answers exist only for the synthetic world (data.dataset=synthetic)")
-    root = config.data.synthetic_root or os.path.join(workdir, "data")
-    if jax.process_index() == 0:
-        ensure_synthetic_data(root, config.seed)
-    mixture = config.data.mixture or "revos:1"
+    return data_sources(config, workdir)
+
+
+def data_sources(config, workdir: str) -> list[tuple[str, str, str, float]]:
+    """(name, format, root, weight) of the training mixture from ``config.data``.
+
+    ``synthetic``: the world under ``data.synthetic_root`` (written to ``workdir/data`` when empty), its VOS part
+    unless ``data.mixture`` says otherwise; ``refavs``/``revos``/``mevis``: that dataset's root; ``joint``:
+    ``data.mixture`` (``"refavs:1600,revos:1300,mevis:1300"``) with each part's ``data.<name>_root``.
+    """
+    d = config.data
+    if d.dataset == "synthetic":
+        root = d.synthetic_root or os.path.join(workdir, "data")
+        if jax.process_index() == 0:
+            ensure_synthetic_data(root, config.seed)
+        parts, roots = d.mixture or "revos:1", {n: os.path.join(root, n) for n in ("revos", "refavs")}
+    else:
+        parts = d.mixture if d.dataset == "joint" else f"{d.dataset}:1"
+        roots = {"refavs": d.refavs_root, "revos": d.revos_root, "mevis": d.mevis_root}
     out = []
-    for part in mixture.split(","):
+    for part in parts.split(","):
         name, _, weight = part.partition(":")
         name = name.strip()
-        if name not in ("revos", "refavs"):
-            raise ValueError(f"config.data.mixture: synthetic SFT supports revos/refavs, got {name!r}")
-        out.append((name, name, os.path.join(root, name), float(weight or 1)))
+        if name not in roots:
+            raise ValueError(f"config.data.mixture: unknown dataset {name!r}; expected one of {sorted(roots)}")
+        if not roots[name]:
+            raise ValueError(f"config.data.{name}_root must name the local {name} directory")
+        out.append((name, name, roots[name], float(weight or 1)))
     return out
 
 
