@@ -162,22 +162,13 @@ def _same(a, b):
     return len(la) == len(lb) > 0 and all(np.array_equal(x, y) for x, y in zip(la, lb))
 
 
-def test_grpo_mode_without_module_is_clear():
-    import importlib.util
-
+def test_unknown_mode_is_a_clear_error():
     from omnir1_jax.config import default_config
     from omnir1_jax.rl.task import build_task
 
-    if importlib.util.find_spec("omnir1_jax.rl.grpo") is not None:
-        import omnir1_jax.rl.grpo as grpo
-
-        if hasattr(grpo, "build"):
-            pytest.skip("omnir1_jax.rl.grpo.build exists; the GRPO tests cover it")
     config = default_config()
-    with pytest.raises(NotImplementedError, match="grpo"):
-        build_task(config, None, "/tmp/unused")
     config.mode = "dpo"
-    with pytest.raises(ValueError, match="unknown mode"):
+    with pytest.raises(ValueError, match="unknown mode 'dpo'"):
         build_task(config, None, "/tmp/unused")
 
 
