@@ -43,5 +43,7 @@ def get_config(arg: str | None = None):
     c.checkpoint.every_steps = 20
     c.mesh.data, c.mesh.fsdp, c.mesh.tensor = -1, 1, 1
     c.eval.max_frames = 12
+    c.eval.splits = ("revos_test",)  # the held-out synthetic ReVOS-format split
+    c.eval.limit = 2
     c.eval.batch_size = 4
     return set_reward_variant(c, arg or "internal")

@@ -153,6 +153,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.max_frames = 24
     c.eval.batch_size = 8
     c.eval.refavs_protocol = "official"  # official | per_expression | davis
+    c.eval.limit = 64  # expressions per split in the trainer's periodic evaluation (0: all)
     return c
 
 
@@ -252,6 +253,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         size = c.mesh[axis]
         _check(size == -1 or size >= 1, f"mesh.{axis}", f"must be -1 or >= 1, got {size}")
     _check([c.mesh.data, c.mesh.fsdp, c.mesh.tensor].count(-1) <= 1, "mesh", "at most one axis may be -1")
+    _check(c.eval.limit >= 0, "eval.limit", "must be >= 0 (0: every expression)")
     _check(c.eval.refavs_protocol in ("official", "per_expression", "davis"), "eval.refavs_protocol",
            "must be official, per_expression or davis")
     return config

@@ -277,18 +277,20 @@ def segment_video(sam2, sam2_params, frames: np.ndarray, boxes: np.ndarray, fram
 
 # ----------------------------------------------------------------------------- the two systems
 @functools.lru_cache(maxsize=8)
-def _byte_table(tokenizer) -> tuple[np.ndarray, np.ndarray]:
+def _byte_table(tokenizer, vocab_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Byte table padded to the model's vocabulary (padded ids, e.g. a vocab rounded up to 64, decode to b"")."""
     from omnir1_jax.text import byte_table
 
-    return byte_table(tokenizer)
+    return byte_table(tokenizer, vocab_size=max(vocab_size or 0, tokenizer.vocab_size))
 
 
 @functools.lru_cache(maxsize=8)
-def _spec(tokenizer, grid: tuple, variant: str, max_desc_tokens: int):
+def _spec(tokenizer, grid: tuple, variant: str, max_desc_tokens: int, vocab_size: int | None = None):
     from omnir1_jax.rollout.grounding import build_spec
 
     return build_spec(tokenizer, grid, max_desc_tokens=max_desc_tokens, variant=variant,
-                      max_prompt_desc_tokens=2 * max_desc_tokens)
+                      max_prompt_desc_tokens=2 * max_desc_tokens,
+                      vocab_size=max(vocab_size or 0, tokenizer.vocab_size))
 
 
 def _text(table: np.ndarray, tl: np.ndarray, ids: np.ndarray, n: int) -> bytes:
@@ -303,7 +305,7 @@ def parse_system1(tokenizer, tokens: np.ndarray, lengths: np.ndarray, num_frames
     """
     from omnir1_jax.rollout.parse_ref import parse_completions_ref
 
-    table, tl = _byte_table(tokenizer)
+    table, tl = _byte_table(tokenizer, int(np.max(tokens, initial=0)) + 1)
     p = parse_completions_ref(tokens, lengths, table, tl, num_frames, J=8, K=K, F=F)
     if task == "refavs":
         ok = p["answer_found"] & (p["answer_bytes"][:, 1] > p["answer_bytes"][:, 0])
@@ -339,7 +341,7 @@ def _predict_group(bundle: ParamsBundle, config, pcfg: PreprocessConfig, recs: l
     d = config.data
     resized, grid = _grounding_grid(h, w, int(d.ground_min_pixels), int(d.ground_max_pixels), pcfg.patch_size,
                                     pcfg.merge_size)
-    spec = _spec(tok, grid, "refavs" if task == "refavs" else "default", 32)
+    spec = _spec(tok, grid, "refavs" if task == "refavs" else "default", 32, model.config.vocab_size)
     patches = np.stack([keyframe_patches(r["frames"], kf_full[b], resized, pcfg) for b, r in enumerate(recs)])
     ratios = np.tile(np.asarray([[resized[1] / w, resized[0] / h]], np.float32), (B, 1))
     gparsed = {"key_frames": jnp.tile(jnp.arange(K, dtype=jnp.int32)[None], (B, 1)),
@@ -351,7 +353,7 @@ def _predict_group(bundle: ParamsBundle, config, pcfg: PreprocessConfig, recs: l
     boxes, box_valid = np.asarray(g.boxes), np.asarray(g.box_valid)  # [B, K, O, 4] original pixels, [B, K, O]
     g_tokens, g_len = np.asarray(g.tokens), np.asarray(g.lengths)
     # SAM2 over the full video, one track per valid (keyframe, box).
-    table, tl = _byte_table(tok)
+    table, tl = _byte_table(tok, model.config.vocab_size)
     results = []
     for b, rec in enumerate(recs[: len(recs) if n_real is None else n_real]):
         kk, oo = np.nonzero(box_valid[b])

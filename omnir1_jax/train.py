@@ -63,6 +63,7 @@ def main(config, workdir: str) -> dict[str, Any]:
 
     # ------------------------------------------------------------------ task (model, optimizer, data, step)
     task = build_task(config, mesh, workdir)
+    evaluate_fn = task.evaluate or default_evaluator(config, workdir)
     num_steps = config.train.num_steps if config.train.num_steps > 0 else task.total_steps
     state = task.init_state(jax.random.key(config.seed))
 
@@ -108,8 +109,8 @@ def main(config, workdir: str) -> dict[str, Any]:
             if "completion_tokens" in m:  # GRPO: generated tokens per second of wall time
                 row["tokens_per_sec"] = float(m["completion_tokens"]) / max(now - t_last, 1e-9)
             bar.set_postfix(loss=f"{float(m['loss']):.4g}", skipped=now_skipped)
-        if task.evaluate is not None and config.train.eval_every > 0 and step % config.train.eval_every == 0:
-            row.update({f"eval/{k}": v for k, v in jax.device_get(dict(task.evaluate(state))).items()})
+        if evaluate_fn is not None and config.train.eval_every > 0 and step % config.train.eval_every == 0:
+            row.update({f"eval/{k}": v for k, v in jax.device_get(dict(evaluate_fn(state))).items()})
         if row:  # one row per logged step (training and evaluation metrics together)
             last = writer.write(step, row)
 
@@ -126,6 +127,47 @@ def main(config, workdir: str) -> dict[str, Any]:
     total_skipped = skipped + int(round(float(jax.device_get(skipped_dev))))
     log.info("done: %d steps, %d skipped as non-finite", num_steps, total_skipped)
     return {"step": num_steps, "skipped": total_skipped, "last": last, "state": state}
+
+
+def _flatten(tree: Any, prefix: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in tree.items():
+        key = f"{prefix}/{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[key] = float(v)
+    return out
+
+
+def default_evaluator(config, workdir: str):
+    """Periodic evaluation with the two-system pipeline (``omnir1_jax.evaluate.evaluate_split``) on
+    ``config.eval.splits``, the first ``eval.limit`` expressions each, predictions under ``workdir/eval/step_N``.
+    ``None`` when ``train.eval_every <= 0`` or no split is configured."""
+    import copy
+
+    if config.train.eval_every <= 0 or not config.eval.splits:
+        return None
+    from omnir1_jax import evaluate as ev
+    from omnir1_jax.eval_pipeline import make_params_bundle
+
+    cfg = copy.deepcopy(config)
+    if cfg.data.dataset == "synthetic" and not cfg.data.synthetic_root:
+        with cfg.unlocked():
+            cfg.data.synthetic_root = os.path.join(workdir, "data")  # the world the run trains on
+    limit = cfg.eval.limit or None
+
+    def evaluate(state) -> dict[str, float]:
+        step = int(jax.device_get(state.step))
+        out: dict[str, float] = {}
+        for split in cfg.eval.splits:
+            summary = ev.evaluate_split(cfg, lambda: make_params_bundle(cfg, state.params), split,
+                                        os.path.join(workdir, "eval", f"step_{step}", split), limit=limit,
+                                        progress=False)
+            out.update(_flatten(summary, split))
+        return out
+
+    return evaluate
 
 
 def _iter_state_json(data_iter) -> str:

@@ -242,3 +242,21 @@ def test_loop_with_a_fake_task(tmp_path, monkeypatch):
     import numpy as np
 
     np.testing.assert_array_equal(np.asarray(again["state"].params["w"]), np.asarray(out["state"].params["w"]))
+
+
+def test_periodic_evaluation_runs_the_two_system_pipeline(tmp_path):
+    """With no Task-specific evaluator, the trainer evaluates the current params with omnir1-eval's pipeline on
+    config.eval.splits and logs the official metrics as eval/<split>/... in the same row."""
+    import omnir1_jax.train as train
+    from omnir1_jax.config import load_config
+
+    config = load_config(os.path.join(ROOT, "experiments", "synthetic_tiny.py"),
+                         overrides={"mode": "sft", "train.num_steps": 1, "train.eval_every": 1, "eval.limit": 1,
+                                    "train.progress_bar": False, "rl.prompts_per_step": 8})
+    train.main(config, str(tmp_path))
+    rows = read_jsonl(os.path.join(str(tmp_path), "metrics.jsonl"))
+    evals = {k: v for k, v in rows[-1].items() if k.startswith("eval/revos_test/")}
+    assert evals, rows[-1].keys()
+    jf = [v for k, v in evals.items() if k.endswith("JF") and v is not None]
+    assert jf and all(0.0 <= v <= 100.0 for v in jf)
+    assert os.path.isdir(tmp_path / "eval" / "step_1" / "revos_test")
