@@ -23,7 +23,7 @@ from omnir1_jax.models.qwen_omni import (
 )
 from omnir1_jax.models.qwen_omni.audio import audio_output_lengths
 from omnir1_jax.models.qwen_omni.audio_config import AudioConfig
-from omnir1_jax.models.qwen_omni.generate import greedy_generate
+from omnir1_jax.rollout.sampler import SamplerConfig, generate_jit
 from omnir1_jax.models.qwen_omni.rope import decode_position_ids
 from omnir1_jax.models.qwen_omni.thinker import static_grid
 from omnir1_jax.models.qwen_omni.vision_config import VisionConfig
@@ -219,11 +219,9 @@ def test_greedy_32_tokens_match_transformers_generate(hf_and_ours):
     with torch.no_grad():
         ref = hf.generate(**{k: torch.tensor(v) for k, v in inputs.items()}, max_new_tokens=32,
                           do_sample=False)[:, inputs["input_ids"].shape[1]:].numpy()
-    static, dyn = split(inputs)
-    gen = jax.jit(lambda p, d: greedy_generate(
-        model, p, d["input_ids"], d["attention_mask"], 32, pixel_values=d["pixel_values"],
-        input_features=d["input_features"], **static))
-    ours = np.asarray(gen(params, dyn))
+    # Our KV-cache decode through the rollout sampler's greedy mode (one prefill, then cached steps).
+    cfg = SamplerConfig(max_new_tokens=32, greedy=True, pad_id=model.config.pad_token_id)
+    ours = np.asarray(generate_jit(model, params, inputs, jax.random.key(0), cfg).tokens)
     assert ref.shape == (2, 32)
     np.testing.assert_array_equal(ours, ref)
     assert len(np.unique(ref)) > 3  # a non-degenerate continuation
