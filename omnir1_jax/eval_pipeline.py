@@ -7,14 +7,26 @@ the paper's †) boxes each description on its keyframe at the grounding resolut
 (one track per (keyframe, box)) over ALL frames of the video, bidirectionally, at the original resolution, and
 the expression's mask is the union of the tracks.  Each stage is a jitted function with static shapes; the host
 glue between them groups expressions of the same layout into one batch.
+
+Modes (ablations, issue #7): ``policy`` (the above); ``passthrough`` (the grounder gets the ORIGINAL expression,
+normalised as ``render_grounding_prompt`` does, on the policy's keyframes); ``random_keyframes`` (the policy's
+descriptions on keyframes drawn uniformly from the sampled frames, seeded by ``config.seed`` and the uid).
+
+Mesh (issue #8): with ``mesh``, the batch of System 1 and of the grounder is sharded over the mesh's
+(data, fsdp) axes (each layout group is padded to a multiple of that size; padding rows are dropped) under the
+``sample`` rule table; params are replicated (leaves already placed on the same mesh, e.g. the trainer's
+sharded state, are used as they are).  SAM2 stays per record on one device (one video per call, its length
+varies), so only the two thinker stages scale with the mesh.  Single host only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import os
+import zlib
 from typing import Any, Sequence
 
 import jax
@@ -26,6 +38,15 @@ from data_pipelines.pipeline_transforms import PreprocessConfig, to_example
 from data_pipelines.preprocess_sam2 import postprocess_masks, sam2_preprocess
 
 log = logging.getLogger("omnir1-eval")
+
+MODES = ("policy", "passthrough", "random_keyframes")
+
+
+def check_mode(mode: str) -> str:
+    """Returns ``mode`` if it is one of :data:`MODES`, else raises ValueError naming them."""
+    if mode not in MODES:
+        raise ValueError(f"unknown evaluation mode {mode!r}; expected one of {', '.join(MODES)}")
+    return mode
 
 
 @dataclasses.dataclass
@@ -315,44 +336,146 @@ def parse_system1(tokenizer, tokens: np.ndarray, lengths: np.ndarray, num_frames
     return p
 
 
+# ----------------------------------------------------------------------------- modes and the mesh
+def data_parallel_size(mesh: Any) -> int:
+    """Devices the batch is split over: the mesh's data x fsdp sizes (1 without a mesh)."""
+    if mesh is None:
+        return 1
+    shape = dict(mesh.shape)
+    return int(shape.get("data", 1) * shape.get("fsdp", 1))
+
+
+def _mesh_context(mesh: Any):
+    """The mesh and the ``sample`` rules for the thinker stages (nothing without a mesh)."""
+    if mesh is None:
+        return contextlib.nullcontext()
+    from omnir1_jax.parallel import get_rules, mesh_rules
+
+    return mesh_rules(mesh, get_rules("sample"))
+
+
+def _to_mesh(mesh: Any, tree: Any) -> Any:
+    """Batch-major host arrays onto ``mesh``: dim 0 over (data, fsdp) where it divides, else replicated."""
+    if mesh is None:
+        return tree
+    from omnir1_jax.parallel import batch_sharding, replicated
+
+    d = data_parallel_size(mesh)
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.device_put(x, batch_sharding(mesh, x.ndim) if x.ndim and x.shape[0] % d == 0
+                              else replicated(mesh))
+
+    return jax.tree.map(put, tree)
+
+
+def place_params(tree: Any, mesh: Any) -> Any:
+    """Params replicated over ``mesh``; leaves already placed on this mesh (e.g. a trainer's sharded state) stay."""
+    if mesh is None or tree is None:
+        return tree
+    from jax.sharding import NamedSharding
+
+    from omnir1_jax.parallel import replicated
+
+    rep = replicated(mesh)
+    keep = lambda x: isinstance(getattr(x, "sharding", None), NamedSharding) and x.sharding.mesh == mesh  # noqa: E731
+    return jax.tree.map(lambda x: x if keep(x) else jax.device_put(x, rep), tree)
+
+
+def place_bundle(bundle: ParamsBundle, mesh: Any) -> ParamsBundle:
+    """The bundle with both thinker param trees placed for ``mesh`` (SAM2 stays on one device)."""
+    if mesh is None:
+        return bundle
+    return dataclasses.replace(bundle, params=place_params(bundle.params, mesh),
+                               grounder_params=place_params(bundle.grounder_params, mesh))
+
+
+def random_keyframes(seed: int, uids: Sequence[str], num_frames: Sequence[int], K: int) -> np.ndarray:
+    """``[B, K]`` indices into each row's sampled frames, uniform; Generator seeded by (seed, crc32(uid))."""
+    out = np.zeros((len(uids), K), np.int32)
+    for b, (uid, n) in enumerate(zip(uids, num_frames)):
+        rng = np.random.default_rng([int(seed) % 2**32, zlib.crc32(str(uid).encode("utf-8"))])
+        out[b] = rng.integers(0, max(int(n), 1), size=K)
+    return out
+
+
+def passthrough_tokens(tokenizer, expressions: Sequence[str], variant: str, K: int, pad_to: int = 32
+                       ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Grounder input of ``passthrough``: tokens ``[B, L]`` of each normalised expression (what
+    ``render_grounding_prompt`` puts in the prompt) and spans ``[B, K, 2]`` covering it in every slot; L is a
+    multiple of ``pad_to`` (also the grounding spec's description window, so nothing is truncated)."""
+    from omnir1_jax.rollout.grounding_spec import normalize_description
+
+    ids = [tokenizer.encode(normalize_description(e, variant)) for e in expressions]
+    L = max(pad_to, -(-max(len(i) for i in ids) // pad_to) * pad_to)
+    tokens = np.full((len(ids), L), int(tokenizer.pad_id), np.int32)
+    spans = np.zeros((len(ids), K, 2), np.int32)
+    for b, i in enumerate(ids):
+        tokens[b, : len(i)] = i
+        spans[b, :, 1] = len(i)
+    return tokens, spans, L
+
+
+def _prompt_description(spec, row: np.ndarray, table: np.ndarray, tl: np.ndarray) -> str:
+    """The description inside one left-padded grounding prompt (between the template's prefix and suffix)."""
+    start = int(np.argmax(row != spec.pad_id)) + int(spec.prefix_ids.shape[0])
+    desc = row[start: len(row) - int(spec.suffix_ids.shape[0])]
+    return _text(table, tl, desc, len(desc)).decode("utf-8", "replace")
+
+
+# ----------------------------------------------------------------------------- the two systems
 def _predict_group(bundle: ParamsBundle, config, pcfg: PreprocessConfig, recs: list[dict], exs: list[dict],
-                   task: str, n_real: int | None = None) -> list[dict]:
+                   task: str, n_real: int | None = None, mode: str = "policy", mesh: Any = None) -> list[dict]:
     """Both systems on expressions that share one layout (one compile per stage); rows from ``n_real`` on are
     batch padding (no SAM2, no result)."""
     from omnir1_jax.rollout.grounding import GroundingConfig, ground_jit
-    from omnir1_jax.rollout.sampler import SamplerConfig, generate_jit
+    from omnir1_jax.rollout.sampler import STATIC_INPUTS, SamplerConfig, generate_jit
 
     tok, model = bundle.tokenizer, bundle.thinker
-    # System 1: greedy completion on the resampled frames.
+    # System 1: greedy completion on the resampled frames (batch sharded over the mesh).
     inputs = system1_inputs(tok, exs, config.data.prompt_template)
+    inputs = {k: v if k in STATIC_INPUTS else _to_mesh(mesh, v) for k, v in inputs.items()}
     scfg = SamplerConfig(max_new_tokens=int(config.rl.max_new_tokens), greedy=True, stop_ids=tuple(tok.eos_ids),
                          pad_id=int(tok.pad_id))
-    out = generate_jit(model, bundle.params, inputs, jax.random.PRNGKey(0), scfg)
+    with _mesh_context(mesh):
+        out = generate_jit(model, bundle.params, inputs, jax.random.PRNGKey(0), scfg)
     tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
     K = int(config.rl.max_keyframes) if task != "refavs" else 1
     num_frames = np.asarray([int(e["num_frames"]) for e in exs], np.int32)
     parsed = parse_system1(tok, tokens, lengths, num_frames, task, K, pcfg.max_frames_padded)
     B = len(exs)
     key_valid = parsed["key_valid"]
-    kf = np.where(key_valid, parsed["key_frames"], 0)
+    kf = np.where(key_valid, parsed["key_frames"], 0)  # [B, K] into the sampled frames
+    if mode == "random_keyframes":
+        kf = np.where(key_valid, random_keyframes(config.seed, [e["uid"] for e in exs], num_frames, K), kf)
     kf_full = np.stack([np.asarray(e["frame_indices"])[kf[b]] for b, e in enumerate(exs)])  # [B, K] video frames
     # System 2: grounder on the high-resolution keyframes (slot k of row b reads keyframe patch row k).
     h, w = (int(v) for v in exs[0]["orig_hw"])
     d = config.data
     resized, grid = _grounding_grid(h, w, int(d.ground_min_pixels), int(d.ground_max_pixels), pcfg.patch_size,
                                     pcfg.merge_size)
-    spec = _spec(tok, grid, "refavs" if task == "refavs" else "default", 32, model.config.vocab_size)
+    variant = "refavs" if task == "refavs" else "default"
+    if mode == "passthrough":  # the original query, on the policy's keyframes
+        g_in, spans, ld = passthrough_tokens(tok, [e["expression"] for e in exs], variant, K)
+        exact = np.ones((B, K), bool)
+    else:
+        g_in, spans, exact, ld = tokens, parsed["key_desc_tokens"], parsed["key_desc_tok_exact"], 32
+    spec = _spec(tok, grid, variant, ld, model.config.vocab_size)
     patches = np.stack([keyframe_patches(r["frames"], kf_full[b], resized, pcfg) for b, r in enumerate(recs)])
     ratios = np.tile(np.asarray([[resized[1] / w, resized[0] / h]], np.float32), (B, 1))
-    gparsed = {"key_frames": jnp.tile(jnp.arange(K, dtype=jnp.int32)[None], (B, 1)),
-               "key_valid": jnp.asarray(key_valid), "key_desc_tokens": jnp.asarray(parsed["key_desc_tokens"]),
-               "key_desc_tok_exact": jnp.asarray(parsed["key_desc_tok_exact"])}
+    gparsed = {"key_frames": np.tile(np.arange(K, dtype=np.int32)[None], (B, 1)), "key_valid": key_valid,
+               "key_desc_tokens": np.asarray(spans, np.int32), "key_desc_tok_exact": np.asarray(exact, bool)}
     gcfg = GroundingConfig(max_new_tokens=int(config.rl.grounding_max_new_tokens), num_objects=int(d.max_objects))
     gparams = bundle.params if bundle.grounder_params is None else bundle.grounder_params
-    g = ground_jit(model, gparams, spec, jnp.asarray(tokens), gparsed, jnp.asarray(patches), jnp.asarray(ratios), gcfg)
+    g_in, gparsed, patches, ratios = _to_mesh(mesh, (np.asarray(g_in, np.int32), gparsed, patches, ratios))
+    with _mesh_context(mesh):
+        g = ground_jit(model, gparams, spec, g_in, gparsed, patches, ratios, gcfg)
     boxes, box_valid = np.asarray(g.boxes), np.asarray(g.box_valid)  # [B, K, O, 4] original pixels, [B, K, O]
     g_tokens, g_len = np.asarray(g.tokens), np.asarray(g.lengths)
-    # SAM2 over the full video, one track per valid (keyframe, box).
+    g_ids = getattr(g, "input_ids", None)  # [B, K, Lg] the prompts the grounder saw (stubs may omit them)
+    g_ids = None if g_ids is None else np.asarray(g_ids)
+    # SAM2 over the full video, one track per valid (keyframe, box); per record, on one device.
     table, tl = _byte_table(tok, model.config.vocab_size)
     results = []
     for b, rec in enumerate(recs[: len(recs) if n_real is None else n_real]):
@@ -361,12 +484,14 @@ def _predict_group(bundle: ParamsBundle, config, pcfg: PreprocessConfig, recs: l
                               config.segmenter.eval_propagation)
         data = _text(table, tl, tokens[b], int(lengths[b]))
         ks = [k for k in range(K) if key_valid[b, k]]
-        info = {"completion": data.decode("utf-8", "replace"), "format_ok": bool(parsed["format_ok"][b]),
+        info = {"mode": mode, "completion": data.decode("utf-8", "replace"), "format_ok": bool(parsed["format_ok"][b]),
                 "sampled_frames": [int(t) for t in exs[b]["frame_indices"][: int(exs[b]["num_frames"])]],
                 "keyframes": [int(kf_full[b, k]) for k in ks],
                 "keyframe_names": [rec["frame_names"][int(kf_full[b, k])] for k in ks],
                 "descriptions": [data[parsed["key_desc_bytes"][b, k, 0]:parsed["key_desc_bytes"][b, k, 1]]
                                  .decode("utf-8", "replace") for k in ks],
+                "grounder_descriptions": [] if g_ids is None else [_prompt_description(spec, g_ids[b, k], table, tl)
+                                                                    for k in ks],
                 "boxes": [[boxes[b, k, o].tolist() for o in range(boxes.shape[2]) if box_valid[b, k, o]] for k in ks],
                 "grounder_outputs": [_text(table, tl, g_tokens[b, k], int(g_len[b, k])).decode("utf-8", "replace")
                                      for k in ks]}
@@ -374,17 +499,26 @@ def _predict_group(bundle: ParamsBundle, config, pcfg: PreprocessConfig, recs: l
     return results
 
 
-def two_system_predict(bundle: ParamsBundle, config, records: Sequence[dict], task: str) -> list[dict]:
-    """Masks ``[T, H, W]`` uint8 over every frame of each record, plus what the two systems said (``info``)."""
+def two_system_predict(bundle: ParamsBundle, config, records: Sequence[dict], task: str, *, mode: str = "policy",
+                       mesh: Any = None) -> list[dict]:
+    """Masks ``[T, H, W]`` uint8 over every frame of each record, plus what the two systems said (``info``).
+
+    ``mode``: one of :data:`MODES`; ``mesh``: a ``jax.sharding.Mesh`` to shard the thinker stages' batch over.
+    """
+    check_mode(mode)
+    bundle = place_bundle(bundle, mesh)
     pcfg = preprocess_config(config, bundle.thinker)
     exs = [system1_example(r, pcfg) for r in records]
     groups: dict[tuple, list[int]] = {}
     for i, e in enumerate(exs):
         groups.setdefault(layout_key(e), []).append(i)
     out: list[dict | None] = [None] * len(records)
+    dp = data_parallel_size(mesh)
     for idx in groups.values():
-        rows = idx + [idx[-1]] * (max(len(idx), int(config.eval.batch_size)) - len(idx))  # fixed B: one compile
-        res = _predict_group(bundle, config, pcfg, [records[i] for i in rows], [exs[i] for i in rows], task, len(idx))
+        size = -(-max(len(idx), int(config.eval.batch_size)) // dp) * dp  # fixed B (one compile), mesh multiple
+        rows = idx + [idx[-1]] * (size - len(idx))
+        res = _predict_group(bundle, config, pcfg, [records[i] for i in rows], [exs[i] for i in rows], task, len(idx),
+                             mode, mesh)
         for i, r in zip(idx, res):
             out[i] = r
     return out  # type: ignore[return-value]
@@ -393,8 +527,9 @@ def two_system_predict(bundle: ParamsBundle, config, records: Sequence[dict], ta
 class TwoSystemPredictor:
     """``records -> predictions`` callable used by :func:`omnir1_jax.evaluate.evaluate_split`."""
 
-    def __init__(self, config, bundle: ParamsBundle, task: str):
-        self.config, self.bundle, self.task = config, bundle, task
+    def __init__(self, config, bundle: ParamsBundle, task: str, mode: str = "policy", mesh: Any = None):
+        self.config, self.task, self.mode, self.mesh = config, task, check_mode(mode), mesh
+        self.bundle = place_bundle(bundle, mesh)  # once: later calls find the params already placed
 
     def __call__(self, records: list[dict]) -> list[dict]:
-        return two_system_predict(self.bundle, self.config, records, self.task)
+        return two_system_predict(self.bundle, self.config, records, self.task, mode=self.mode, mesh=self.mesh)

@@ -1,6 +1,7 @@
 """`omnir1-eval`: the two-system pipeline on a split -> predictions in both layouts -> official metrics.
 
     omnir1-eval --config experiments/synthetic_tiny.py --checkpoint CKPT --split refavs_test --out DIR [--limit N]
+                [--mode policy|passthrough|random_keyframes]
     omnir1-eval tables --results DIR --table refavs            (renders paper tables: omnir1_jax.tables.main)
 
 Writes ``DIR/Annotations/<video>/<exp_id>/<frame>.png`` (0/255, VISA), ``DIR/results.json`` (Sa2VA RLE),
@@ -10,6 +11,8 @@ test_n / val, ReVOS valid, MeViS valid_u; for ``data.dataset=synthetic`` (or ``j
 ``refavs_test_s`` / ``refavs:test_s``; ``refavs_test`` = RefAVS test_s and ``revos_test`` = ReVOS valid.
 ``--checkpoint`` is a thinker checkpoint (``omnir1-convert``), an HF directory, a trainer checkpoint
 directory (orbax steps; newest readable step), or ``init[:SEED]`` for random weights (tiny preset only).
+``--mode`` picks an ablation of the two-system pipeline (``omnir1_jax.eval_pipeline.MODES``); each mode needs
+its own ``--out`` (``DIR/mode.json`` records it).  The thinker stages run batched on the config's mesh.
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ log = logging.getLogger("omnir1-eval")
 FORMAT_SPLITS = {"refavs": ("test_s", "test_u", "test_n", "val"), "revos": ("valid",), "mevis": ("valid_u",)}
 SYNTHETIC_ALIASES = {"refavs_test": ("refavs", "test_s"), "revos_test": ("revos", "valid"),
                      "mevis_test": ("mevis", "valid_u")}
+
+
+MODE_FILE = "mode.json"
 
 
 class EvalError(ValueError):
@@ -193,16 +199,44 @@ def compute_metrics(spec: SplitSpec, reader, indices: Sequence[int], out_dir: st
 Predictor = Callable[[list[dict]], list[dict]]
 
 
+def _claim_mode(out_dir: str, mode: str) -> None:
+    """Records ``mode`` in ``out_dir/mode.json``; raises if the directory holds predictions of another mode."""
+    prev = None
+    for name in (MODE_FILE, "metrics.json"):  # metrics.json of runs older than modes: "policy"
+        path = os.path.join(out_dir, name)
+        if prev is None and os.path.isfile(path):
+            try:
+                with open(path) as fh:
+                    prev = json.load(fh).get("mode", "policy")
+            except (OSError, ValueError, AttributeError):
+                prev = None
+    if prev is not None and prev != mode and os.path.isdir(os.path.join(out_dir, preds_io.EXPRESSIONS)):
+        raise EvalError(f"{out_dir} already holds predictions written in mode {prev!r}; evaluating mode {mode!r} "
+                        "there would mix the two: give each mode its own output directory")
+    if prev != mode:
+        with open(os.path.join(out_dir, MODE_FILE), "w") as fh:
+            json.dump({"mode": mode}, fh)
+
+
 def evaluate_split(config, params_bundle: Any, split: str, out_dir: str, limit: int | None = None, *,
-                   predictor: Predictor | None = None, progress: bool = True) -> dict:
+                   predictor: Predictor | None = None, progress: bool = True, mode: str = "policy",
+                   mesh: Any = None) -> dict:
     """Runs the two-system pipeline on ``split`` (first ``limit`` expressions), writes both prediction layouts
     and ``metrics.json`` under ``out_dir``, skipping expressions already written; returns the metric summary.
 
     ``params_bundle``: :class:`omnir1_jax.eval_pipeline.ParamsBundle` (models, params, tokenizer), or a
     zero-argument callable returning one, called only if some expression still needs predicting.
     ``predictor``: override of the model (``records -> [{"masks": [T, H, W], "info": {...}}]``), e.g. oracles.
+    ``mode``: ``policy`` | ``passthrough`` | ``random_keyframes`` (``eval_pipeline.MODES``), recorded in every
+    record and in ``metrics.json``; an ``out_dir`` holding predictions of another mode is an error.
+    ``mesh``: shard the thinker stages' batch over it (``eval.batch_size`` rounded up to its data x fsdp size).
     """
+    from omnir1_jax.eval_pipeline import MODES
+
+    if mode not in MODES:
+        raise ValueError(f"unknown evaluation mode {mode!r}; expected one of {', '.join(MODES)}")
     os.makedirs(out_dir, exist_ok=True)
+    _claim_mode(out_dir, mode)
     spec = resolve_split(config, split, default_synthetic_root=_default_synthetic_root(config, out_dir))
     reader = open_reader(spec)
     keys = expression_keys(reader, spec.format)
@@ -216,10 +250,15 @@ def evaluate_split(config, params_bundle: Any, split: str, out_dir: str, limit: 
             bundle = params_bundle() if callable(params_bundle) else params_bundle
             if bundle is None:
                 raise EvalError("evaluate_split needs a params bundle (or a predictor) to predict new expressions")
-            model[0] = TwoSystemPredictor(config, bundle, task=spec.format)
+            model[0] = TwoSystemPredictor(config, bundle, task=spec.format, mode=mode, mesh=mesh)
         return model[0](records)
 
     batch_size = max(1, int(config.eval.batch_size))
+    if mesh is not None:
+        from omnir1_jax.eval_pipeline import data_parallel_size
+
+        dp = data_parallel_size(mesh)
+        batch_size = -(-batch_size // dp) * dp
     counts = {"processed": 0, "skipped_existing": 0, "bad_examples": 0}
     done: list[int] = []
     pending: list[tuple[int, dict]] = []
@@ -232,7 +271,7 @@ def evaluate_split(config, params_bundle: Any, split: str, out_dir: str, limit: 
         for (i, rec), out in zip(pending, outs):
             v, e, names = keys[i]
             info = {"uid": rec.get("uid", ""), "expression": rec.get("expression", ""), "split": spec.name,
-                    **out.get("info", {})}
+                    "mode": mode, **out.get("info", {})}
             preds_io.write_expression(out_dir, v, e, names, out["masks"], info)
             counts["processed"] += 1
             done.append(i)
@@ -262,7 +301,7 @@ def evaluate_split(config, params_bundle: Any, split: str, out_dir: str, limit: 
     metrics = compute_metrics(spec, reader, done, out_dir, config.eval.refavs_protocol) if done else {}
     metrics["num_scored"] = metrics.pop("num_expressions", metrics.get("count", len(done)))
     summary = {"dataset": spec.format, "split": spec.split, "split_name": spec.name, "root": spec.root,
-               "num_expressions": n, **counts, "reader_skips": dict(reader.skipped),
+               "mode": mode, "num_expressions": n, **counts, "reader_skips": dict(reader.skipped),
                "seconds": round(time.time() - t0, 3), **metrics}
     summary.setdefault("protocol", "none (no expression evaluated)")
     with open(os.path.join(out_dir, "metrics.json"), "w") as fh:
@@ -321,6 +360,8 @@ def _define_flags(argv: Sequence[str]):
     from absl import flags
     from ml_collections import config_flags
 
+    from omnir1_jax.eval_pipeline import MODES
+
     fv = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "experiment config (experiments/*.py[:arg])", flag_values=fv,
                                     sys_argv=list(argv))  # ``--config.x.y=v`` overrides are read from argv
@@ -332,6 +373,9 @@ def _define_flags(argv: Sequence[str]):
     flags.DEFINE_string("out", None, "output directory (predictions, records, metrics.json)", flag_values=fv)
     flags.DEFINE_integer("limit", -1, "evaluate only the first N expressions (-1: all)", flag_values=fv)
     flags.DEFINE_bool("progress", True, "show a progress bar", flag_values=fv)
+    flags.DEFINE_enum("mode", "policy", list(MODES),
+                      "two-system pipeline mode: policy | passthrough (the grounder gets the original query) | "
+                      "random_keyframes (random frames instead of the policy's keyframes)", flag_values=fv)
     return fv
 
 
@@ -364,7 +408,18 @@ def main(argv: Sequence[str]) -> dict:
             raise EvalError(str(err)) from None
 
     return evaluate_split(config, bundle, fv.split, fv.out, None if fv.limit < 0 else fv.limit,
-                          progress=fv.progress)
+                          progress=fv.progress, mode=fv.mode, mesh=config_mesh(config))
+
+
+def config_mesh(config):
+    """The device mesh of ``config.mesh`` (``omnir1_jax.config.mesh_spec``); a clear error if it does not fit."""
+    from omnir1_jax.config import mesh_spec
+    from omnir1_jax.parallel import make_mesh
+
+    try:
+        return make_mesh(mesh_spec(config))
+    except ValueError as err:
+        raise EvalError(f"config.mesh: {err}") from None
 
 
 def run(argv: Sequence[str] | None = None) -> int:
