@@ -43,10 +43,14 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.preset = "qwen2_5_omni_7b"  # qwen2_5_omni_7b | qwen2_5_omni_3b | tiny
     c.model.hf_dir = ""  # local Hugging Face checkpoint directory (safetensors)
     c.model.checkpoint = ""  # orbax checkpoint written by `omnir1-convert qwen-omni`
+    c.model.reference_checkpoint = ""  # frozen reference (grounder, KL); "" = the initial policy
     c.model.tokenizer_dir = ""  # defaults to hf_dir / the checkpoint's copied tokenizer files
     c.model.dtype = "bfloat16"  # compute dtype
     c.model.param_dtype = "float32"  # master weights
     c.model.remat = True
+    c.model.tiny_hidden_size = 64  # preset=tiny only: language-model width (16-wide heads) ...
+    c.model.tiny_num_layers = 2  # ... and depth ...
+    c.model.tiny_rope_theta = 1_000_000.0  # ... and rotary base (smaller: image rows/columns resolvable)
     c.model.freeze = ("visual", "audio_tower")  # frozen towers (omni_r1.md §2.1); everything else trains
 
     c.segmenter = ml_collections.ConfigDict()
@@ -63,7 +67,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.refavs_root = ""
     c.data.revos_root = ""
     c.data.mevis_root = ""
-    c.data.synthetic_root = ""
+    c.data.synthetic_root = ""  # "" = the world is written to <workdir>/data
+    c.data.synthetic_seed = 0  # the synthetic world's seed (fixed across training seeds: same test splits)
+    c.data.synthetic_train_clips = 8  # clips per training split of the written world (RefAVS and ReVOS)
+    c.data.synthetic_test_clips = 2  # clips per held-out split (RefAVS val/test_*, ReVOS valid)
     c.data.refavs_num_samples = 1600  # --use_avs_sample_number 1600
     c.data.mixture = ""  # e.g. "refavs:1,revos:1" for joint runs; batches stay task-homogeneous
     c.data.min_frames = 16  # grpo.py; the paper says 8
@@ -154,6 +161,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.batch_size = 8
     c.eval.refavs_protocol = "official"  # official | per_expression | davis
     c.eval.limit = 64  # expressions per split in the trainer's periodic evaluation (0: all)
+    # End-of-run table (omnir1_jax/embedded.py): Base / SFT / GRPO / passthrough / random_keyframes.
+    c.eval.final_table = False  # GRPO runs only (an SFT run of the same config skips it)
+    c.eval.table_splits = ("refavs_test", "revos_test")
+    c.eval.table_limit = 0  # expressions per split (0: all)
+    c.eval.base_checkpoint = ""  # "" = model.reference_checkpoint
+    c.eval.sft_checkpoint = ""
     return c
 
 
@@ -254,6 +267,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _check(size == -1 or size >= 1, f"mesh.{axis}", f"must be -1 or >= 1, got {size}")
     _check([c.mesh.data, c.mesh.fsdp, c.mesh.tensor].count(-1) <= 1, "mesh", "at most one axis may be -1")
     _check(c.eval.limit >= 0, "eval.limit", "must be >= 0 (0: every expression)")
+    _check(c.eval.table_limit >= 0, "eval.table_limit", "must be >= 0 (0: every expression)")
+    _check(c.data.synthetic_train_clips >= 1 and c.data.synthetic_test_clips >= 1, "data.synthetic_train_clips",
+           "the synthetic world needs >= 1 clip per split")
     _check(c.eval.refavs_protocol in ("official", "per_expression", "davis"), "eval.refavs_protocol",
            "must be official, per_expression or davis")
     return config

@@ -63,7 +63,7 @@ def main(config, workdir: str) -> dict[str, Any]:
 
     # ------------------------------------------------------------------ task (model, optimizer, data, step)
     task = build_task(config, mesh, workdir)
-    evaluate_fn = task.evaluate or default_evaluator(config, workdir)
+    evaluate_fn = task.evaluate or default_evaluator(config, workdir, mesh)
     num_steps = config.train.num_steps if config.train.num_steps > 0 else task.total_steps
     state = task.init_state(jax.random.key(config.seed))
 
@@ -126,7 +126,23 @@ def main(config, workdir: str) -> dict[str, Any]:
     writer.close()
     total_skipped = skipped + int(round(float(jax.device_get(skipped_dev))))
     log.info("done: %d steps, %d skipped as non-finite", num_steps, total_skipped)
-    return {"step": num_steps, "skipped": total_skipped, "last": last, "state": state}
+    out = {"step": num_steps, "skipped": total_skipped, "last": last, "state": state}
+
+    # ------------------------------------------------------------------ curves and the final table
+    if is_main:
+        from omnir1_jax import embedded
+
+        png = embedded.plot_curves(workdir)
+        if png:
+            log.info("training curves: %s", png)
+        if config.eval.final_table and config.mode == "grpo":
+            results = embedded.run_table(config, workdir, state.params, mesh=mesh,
+                                         progress=config.train.progress_bar)
+            table = embedded.write_results(workdir, results)
+            print("\n" + table + "\n", flush=True)
+            log.info("results: %s", os.path.join(workdir, "results.json"))
+            out["results"] = results
+    return out
 
 
 def _flatten(tree: Any, prefix: str) -> dict[str, float]:
@@ -140,7 +156,7 @@ def _flatten(tree: Any, prefix: str) -> dict[str, float]:
     return out
 
 
-def default_evaluator(config, workdir: str):
+def default_evaluator(config, workdir: str, mesh=None):
     """Periodic evaluation with the two-system pipeline (``omnir1_jax.evaluate.evaluate_split``) on
     ``config.eval.splits``, the first ``eval.limit`` expressions each, predictions under ``workdir/eval/step_N``.
     ``None`` when ``train.eval_every <= 0`` or no split is configured."""
@@ -156,14 +172,27 @@ def default_evaluator(config, workdir: str):
         with cfg.unlocked():
             cfg.data.synthetic_root = os.path.join(workdir, "data")  # the world the run trains on
     limit = cfg.eval.limit or None
+    grounder: dict[str, Any] = {}
+
+    def bundle(params):
+        # The frozen reference grounds the descriptions, as in training (None: the policy grounds them itself).
+        if "params" not in grounder:
+            grounder["params"] = None
+            if cfg.model.reference_checkpoint and cfg.rl.grounder == "reference":
+                from omnir1_jax.embedded import _load
+                from omnir1_jax.rl.task import build_thinker, build_tokenizer
+
+                grounder["params"] = _load(cfg, build_thinker(cfg, build_tokenizer(cfg))[0],
+                                           cfg.model.reference_checkpoint)
+        return make_params_bundle(cfg, params, grounder_params=grounder["params"])
 
     def evaluate(state) -> dict[str, float]:
         step = int(jax.device_get(state.step))
         out: dict[str, float] = {}
         for split in cfg.eval.splits:
-            summary = ev.evaluate_split(cfg, lambda: make_params_bundle(cfg, state.params), split,
+            summary = ev.evaluate_split(cfg, lambda: bundle(state.params), split,
                                         os.path.join(workdir, "eval", f"step_{step}", split), limit=limit,
-                                        progress=False)
+                                        progress=False, mesh=mesh)
             out.update(_flatten(summary, split))
         return out
 

@@ -252,7 +252,8 @@ def test_periodic_evaluation_runs_the_two_system_pipeline(tmp_path):
 
     config = load_config(os.path.join(ROOT, "experiments", "synthetic_tiny.py"),
                          overrides={"mode": "sft", "train.num_steps": 1, "train.eval_every": 1, "eval.limit": 1,
-                                    "train.progress_bar": False, "rl.prompts_per_step": 8})
+                                    "train.progress_bar": False, "rl.prompts_per_step": 8,
+                                    "eval.splits": ("revos_test",)})
     train.main(config, str(tmp_path))
     rows = read_jsonl(os.path.join(str(tmp_path), "metrics.jsonl"))
     evals = {k: v for k, v in rows[-1].items() if k.startswith("eval/revos_test/")}

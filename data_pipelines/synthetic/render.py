@@ -43,11 +43,34 @@ def draw_object(obj: SynthObject, t: int, height: int, width: int) -> np.ndarray
     return m
 
 
+RAMP = 110  # background colour ramp: +RAMP red from left to right, +RAMP blue from top to bottom
+SHADE = 0.5  # objects are lit by the scene: this fraction of the background colour shows through them
+
+
+def background_image(clip: Clip) -> np.ndarray:
+    """The clip's background uint8 [H, W, 3]: its base colour plus a horizontal red and a vertical blue ramp.
+
+    The ramp is a layout cue, like the floor and walls of a real scene: a patch's colour says where it is (the
+    objects are shaded by it too, ``SHADE``).  Tiny
+    thinkers need it because their few rotary frequencies barely resolve image columns (``head_dim`` 16,
+    ``rope_theta`` 1e6), so without it they cannot learn ``bbox_2d`` coordinates from a few minutes of CPU.
+    """
+    h, w = clip.height, clip.width
+    bg = np.empty((h, w, 3), np.float32)
+    bg[:] = np.asarray(clip.background, np.float32)
+    bg[..., 0] += RAMP * np.linspace(0.0, 1.0, w, dtype=np.float32)[None, :]
+    bg[..., 2] += RAMP * np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
+    return np.clip(np.round(bg), 0, 255).astype(np.uint8)
+
+
 def render_clip(clip: Clip) -> tuple[np.ndarray, np.ndarray]:
     """Frames uint8 [T, H, W, 3] and visible masks uint8 [O, T, H, W]; later objects occlude earlier ones."""
     t_n, h, w, o_n = clip.num_frames, clip.height, clip.width, len(clip.objects)
     frames = np.empty((t_n, h, w, 3), np.uint8)
-    frames[:] = np.asarray(clip.background, np.uint8)
+    bg = background_image(clip)
+    frames[:] = bg
+    shaded = [np.round((1 - SHADE) * np.asarray(COLOUR_RGB[o.colour], np.float32) + SHADE * bg).astype(np.uint8)
+              for o in clip.objects]  # [H, W, 3] per object: its colour, shaded by where it is
     masks = np.zeros((o_n, t_n, h, w), np.uint8)
     for t in range(t_n):
         covered = np.zeros((h, w), bool)
@@ -56,7 +79,7 @@ def render_clip(clip: Clip) -> tuple[np.ndarray, np.ndarray]:
             vis = full & ~covered
             covered |= full
             masks[j, t] = vis
-            frames[t][vis] = COLOUR_RGB[clip.objects[j].colour]
+            frames[t][vis] = shaded[j][vis]
     return frames, masks
 
 

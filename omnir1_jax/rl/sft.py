@@ -32,14 +32,15 @@ PyTree = Any
 
 
 # ----------------------------------------------------------------------------- data
-def ensure_synthetic_data(root: str, seed: int = 0) -> str:
+def ensure_synthetic_data(root: str, seed: int = 0, num_train: int = 8, num_test: int = 2) -> str:
     """Writes the synthetic world under ``root`` (as ``omnir1-data synth`` does) unless it is there already."""
     from data_pipelines.synthetic import writer
 
     if not os.path.isfile(os.path.join(root, "revos", "world.json")):
-        log.info("sft: writing the synthetic world to %s", root)
-        writer.write_vos(os.path.join(root, "revos"), seed=seed, num_train=8, num_valid=2)
-        writer.write_refavs(os.path.join(root, "refavs"), seed=seed, num_train=8, num_val=2, num_test=2)
+        log.info("writing the synthetic world to %s (%d train / %d test clips per split)", root, num_train, num_test)
+        writer.write_vos(os.path.join(root, "revos"), seed=seed, num_train=num_train, num_valid=num_test)
+        writer.write_refavs(os.path.join(root, "refavs"), seed=seed, num_train=num_train, num_val=num_test,
+                            num_test=num_test)
     return root
 
 
@@ -61,7 +62,7 @@ def data_sources(config, workdir: str) -> list[tuple[str, str, str, float]]:
     if d.dataset == "synthetic":
         root = d.synthetic_root or os.path.join(workdir, "data")
         if jax.process_index() == 0:
-            ensure_synthetic_data(root, config.seed)
+            ensure_synthetic_data(root, d.synthetic_seed, d.synthetic_train_clips, d.synthetic_test_clips)
         parts, roots = d.mixture or "revos:1", {n: os.path.join(root, n) for n in ("revos", "refavs")}
     else:
         parts = d.mixture if d.dataset == "joint" else f"{d.dataset}:1"

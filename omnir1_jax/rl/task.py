@@ -89,15 +89,19 @@ def build_tokenizer(config):
     return HFTokenizer.from_dir(path)
 
 
-def tiny_thinker_config(tokenizer):
-    """The tiny thinker (real architecture, towers included) sized to ``tokenizer`` with its special ids."""
+def tiny_thinker_config(tokenizer, hidden: int = 64, layers: int = 2, rope_theta: float = 1_000_000.0):
+    """The tiny thinker (real architecture, towers included) sized to ``tokenizer`` with its special ids;
+    ``hidden`` / ``layers`` scale the language model (``model.tiny_hidden_size`` / ``model.tiny_num_layers``),
+    with 16-wide heads and a 2x MLP."""
     from omnir1_jax.models.qwen_omni import tiny
     from omnir1_jax.models.qwen_omni.audio_config import AudioConfig
     from omnir1_jax.models.qwen_omni.vision_config import VisionConfig
 
-    m, hidden = tokenizer.mm_ids, 64
+    m = tokenizer.mm_ids
     vocab = -(-tokenizer.vocab_size // 64) * 64  # padded so the vocab dim shards over any tensor axis <= 64
-    return tiny(vocab_size=vocab, hidden_size=hidden,
+    heads = max(hidden // 16, 1)
+    return tiny(vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=max(heads // 2, 1), rope_theta=rope_theta,
                 vision=dataclasses.replace(VisionConfig.tiny(), out_hidden_size=hidden),
                 audio=dataclasses.replace(AudioConfig.tiny(), output_dim=hidden),
                 image_token_id=m["<|IMAGE|>"], video_token_id=m["<|VIDEO|>"], audio_token_id=m["<|AUDIO|>"],
@@ -121,7 +125,7 @@ def build_thinker(config, tokenizer) -> tuple[Any, Callable[[jax.Array], PyTree]
         load_fn = lambda: load_checkpoint(m.checkpoint, dtype, pdtype, m.remat)  # noqa: E731
     elif m.hf_dir:
         load_fn = lambda: load_hf(m.hf_dir, dtype, pdtype, m.remat)  # noqa: E731
-    presets = {"tiny": lambda: tiny_thinker_config(tokenizer), "qwen2_5_omni_7b": qwen2_5_omni_7b,
+    presets = {"tiny": lambda: tiny_thinker_config(tokenizer, m.tiny_hidden_size, m.tiny_num_layers, m.tiny_rope_theta), "qwen2_5_omni_7b": qwen2_5_omni_7b,
                "qwen2_5_omni_3b": qwen2_5_omni_3b}
     if m.preset not in presets:
         raise ValueError(f"config.model.preset: unknown preset {m.preset!r}; expected one of {sorted(presets)}")

@@ -1,0 +1,387 @@
+"""Warm-starts the tiny SAM2 on the synthetic world: a GT box on 1-2 frames -> that object's mask on every frame.
+
+    python -m omnir1_jax.warmstart.sam2 --out omnir1_jax/assets/synthetic_tiny/sam2 --steps 1000 --seed 0
+
+Training runs the video model as :func:`omnir1_jax.models.sam2.video.propagate` (forward) does — box
+conditioning frames, then memory-attention tracking over every frame with the same ring buffers (gradients are
+truncated at the ring buffers) — inside one jitted step, and also reads the decoder's raw outputs so every head
+gets a loss: sigmoid BCE + dice on every mask output (so the run-time choice among single/multimask outputs is
+harmless; empty targets where the object is absent), object-score BCE (a hard gate at run time, so it cannot
+learn through the masks) and IoU-prediction MSE. Clips are time-reversed half of the time, standing in for the
+reverse half of bidirectional propagation. Evaluation is DAVIS J at the original resolution through
+:func:`omnir1_jax.eval_pipeline.segment_video` (bidirectional); the params with the best J on separate
+validation clips are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from omnir1_jax.models.sam2 import video as V
+from omnir1_jax.models.sam2.config import Sam2Config
+from omnir1_jax.models.sam2.model import Sam2VideoModel
+
+Params = Any
+HEIGHT, WIDTH = 96, 128  # the synthetic world's frame size
+TRAIN_FRAMES, TRAIN_OBJECTS, COND_SLOTS = 8, 2, 2
+OBJ_POS_WEIGHT = 4.0
+
+
+# ----------------------------------------------------------------------------- data
+def _box(mask: np.ndarray) -> np.ndarray:
+    """Tight (x0, y0, x1+1, y1+1) box of a non-empty [H, W] mask, like ``mask_facts``."""
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+
+
+def pool_masks(masks: np.ndarray, size: int) -> np.ndarray:
+    """Area-average [..., H, W] binary masks onto the [size, size] low-res logit grid (soft targets)."""
+    h, w = masks.shape[-2:]
+    m = masks.astype(np.float32).reshape(*masks.shape[:-2], size, h // size, size, w // size)
+    return m.mean(axis=(-3, -1))
+
+
+def sample_example(rng: np.random.Generator, cfg: Sam2Config, t_len: int = TRAIN_FRAMES,
+                   num_objects: int = TRAIN_OBJECTS, jitter: float = 3.0) -> dict[str, np.ndarray]:
+    """One training clip: pixels [T,3,S,S], boxes [O,T,4] (SAM2 pixels), box_valid [O,T], target [O,T,h,w]."""
+    from data_pipelines.preprocess_sam2 import sam2_preprocess
+    from data_pipelines.synthetic.render import render_clip
+    from data_pipelines.synthetic.world import make_clip
+
+    while True:
+        n = int(rng.integers(t_len, 2 * t_len + 1))
+        frames, masks = render_clip(make_clip(rng, "warm", num_frames=n, height=HEIGHT, width=WIDTH))
+        s = int(rng.integers(0, n - t_len + 1))
+        frames, masks = frames[s:s + t_len], masks[:, s:s + t_len]
+        if rng.random() < 0.5:  # time reversal: the reverse pass of bidirectional propagation
+            frames, masks = frames[::-1], masks[:, ::-1]
+        vis = masks.reshape(*masks.shape[:2], -1).any(-1)  # [O_all, T]
+        cands = np.nonzero(vis.any(-1))[0]
+        if len(cands):
+            break
+    pick = rng.choice(cands, size=min(num_objects, len(cands)), replace=False)
+    pick = np.resize(pick, num_objects)  # repeat an object when the clip has too few (no empty tracks)
+    size = cfg.image_size
+    scale = np.array([size / WIDTH, size / HEIGHT] * 2, np.float32)
+    boxes = np.zeros((num_objects, t_len, 4), np.float32)
+    valid = np.zeros((num_objects, t_len), bool)
+    for i, j in enumerate(pick):
+        vf = np.nonzero(vis[j])[0]
+        for t in rng.choice(vf, size=min(len(vf), 1 + int(rng.random() < 0.3)), replace=False):
+            b = _box(masks[j, t]) + rng.uniform(-jitter, jitter, 4).astype(np.float32)
+            b = np.clip(b, 0, [WIDTH, HEIGHT, WIDTH, HEIGHT])
+            boxes[i, t], valid[i, t] = b * scale, True
+    return {"pixels": sam2_preprocess(np.ascontiguousarray(frames), size), "boxes": boxes, "box_valid": valid,
+            "target": pool_masks(masks[pick], cfg.mask_size)}
+
+
+def sample_batch(rng: np.random.Generator, cfg: Sam2Config, batch: int) -> dict[str, np.ndarray]:
+    """``batch`` stacked :func:`sample_example` clips."""
+    exs = [sample_example(rng, cfg) for _ in range(batch)]
+    return {k: np.stack([e[k] for e in exs]) for k in exs[0]}
+
+
+# ----------------------------------------------------------------------------- training forward
+def _apply(model: Sam2VideoModel, params: Params, method: Any, *args: Any) -> Any:
+    return model.apply({"params": params}, *args, method=method)
+
+
+def _heads(model: Sam2VideoModel, params: Params, feats: dict, embed: jax.Array, pts: Any, labels: Any,
+           multimask: bool) -> tuple[dict, dict]:
+    """``frame_step`` (what inference sees) plus the raw decoder outputs the losses need (all masks, IoU, score)."""
+    hard = _apply(model, params, Sam2VideoModel.frame_step, feats, embed, pts, labels, multimask)
+    raw = _apply(model, params, Sam2VideoModel.decode, feats, pts, labels, None, None, multimask, embed)
+    return hard, {"masks": raw["pred_masks"][:, 0], "iou": raw["iou_scores"][:, 0],
+                  "obj": raw["object_score_logits"][:, 0, 0]}  # [O,M,h,w], [O,M], [O]
+
+
+def _cond_raw(model: Sam2VideoModel, params: Params, feats: dict, cond: dict, boxes: jax.Array) -> dict:
+    """Raw decoder outputs (single + multimask masks) of the conditioning frames of ``conditioning_outputs``."""
+    o, k = cond["idx"].shape
+    f = {n: v[cond["idx"].reshape(-1)] for n, v in feats.items()}
+    b = jnp.take_along_axis(boxes, cond["idx"][..., None], axis=1).reshape(o * k, 1, 2, 2)
+    labels = jnp.broadcast_to(jnp.array([2, 3], jnp.int32), (o * k, 1, 2))
+    embed = f["feat"] + params["no_memory_embedding"][0]
+    _, raw = _heads(model, params, f, embed, b, labels, V._multimask(model.cfg, 2, True))
+    multi = _apply(model, params, Sam2VideoModel.decode, f, b, labels, None, None, True, embed)
+    # the single-mask output falls back to a multimask output when unstable: train all four
+    raw = {"masks": jnp.concatenate([raw["masks"], multi["pred_masks"][:, 0]], axis=1),
+           "iou": jnp.concatenate([raw["iou"], multi["iou_scores"][:, 0]], axis=1), "obj": raw["obj"]}
+    return jax.tree.map(lambda x: x.reshape(o, k, *x.shape[1:]), raw)
+
+
+def _track(model: Sam2VideoModel, params: Params, cond: dict, carry: dict, frame: dict, t: jax.Array,
+           num_frames: int) -> tuple[dict, jax.Array, dict]:
+    """:func:`video.track_step` (forward) that also returns the raw decoder outputs of the tracked frame."""
+    cfg = model.cfg
+    o, k = cond["idx"].shape
+    md = cfg.memory_encoder_output_channels
+    r, p1 = carry["mem"].shape[1], carry["ptr"].shape[1]
+    hit = (cond["idx"] == t) & cond["valid"]  # [O, K]
+    is_cond, slot = jnp.any(hit, axis=1), jnp.argmax(hit, axis=1)
+    codes = _apply(model, params, Sam2VideoModel.temporal_codes)  # [M, mem]
+    mpos = _apply(model, params, Sam2VideoModel.memory_pos)  # [hw, mem]
+    hw = mpos.shape[0]
+    mem = jnp.concatenate([cond["mem"], carry["mem"]], axis=1).reshape(o, (k + r) * hw, md)
+    frame_codes = jnp.concatenate([jnp.broadcast_to(codes[-1], (k, md)), codes[:r]], axis=0)  # [K+R, mem]
+    pos = (mpos[None] + frame_codes[:, None]).reshape(1, (k + r) * hw, md)
+    ok = jnp.repeat(jnp.concatenate([cond["valid"], carry["mem_ok"]], axis=1), hw, axis=1)
+    celig = cond["valid"] & (cond["idx"] <= t)
+    diffs = jnp.concatenate([t - cond["idx"], jnp.broadcast_to(jnp.arange(1, p1 + 1), (o, p1))], axis=1)
+    max_ptr = min(num_frames, cfg.max_object_pointers_in_encoder)
+    ptr_pos = _apply(model, params, Sam2VideoModel.pointer_pos, diffs, max_ptr)
+    ptr, ptr_pos, ptr_ok = V._split_pointers(jnp.concatenate([cond["ptr"], carry["ptr"]], axis=1), ptr_pos,
+                                             jnp.concatenate([celig, carry["ptr_ok"]], axis=1), md)
+    mem = jnp.concatenate([mem, ptr], axis=1)
+    pos = jnp.concatenate([jnp.broadcast_to(pos, (o, *pos.shape[1:])), ptr_pos], axis=1)
+    ok = jnp.concatenate([ok, ptr_ok], axis=1)
+    fo = {n: jnp.broadcast_to(v, (o, *v.shape)) for n, v in frame.items()}
+    pix = _apply(model, params, Sam2VideoModel.condition, fo["feat"], V._frame_pos(model), mem, pos, ptr.shape[1], ok)
+    out, raw = _heads(model, params, fo, pix, None, None, V._multimask(cfg, 0, False))
+    new_mem = _apply(model, params, Sam2VideoModel.encode_memory, fo["feat"], out["high_res_masks"],
+                     out["object_score_logits"], False).reshape(o, 1, hw, md)
+    tracked = jnp.logical_not(is_cond)[:, None]
+    new = {"mem": jnp.concatenate([new_mem, carry["mem"][:, :-1]], axis=1) if r else carry["mem"],
+           "mem_ok": jnp.concatenate([tracked, carry["mem_ok"][:, :-1]], axis=1) if r else carry["mem_ok"],
+           "ptr": jnp.concatenate([out["object_pointer"][:, None], carry["ptr"][:, :-1]], axis=1),
+           "ptr_ok": jnp.concatenate([tracked, carry["ptr_ok"][:, :-1]], axis=1)}
+    cond_mask = jnp.take_along_axis(cond["masks"], slot[:, None, None, None], axis=1)[:, 0]
+    return new, jnp.where(is_cond[:, None, None], cond_mask, out["pred_masks"]), raw
+
+
+def train_forward(model: Sam2VideoModel, params: Params, pixels: jax.Array, boxes: jax.Array,
+                  box_valid: jax.Array, bptt: bool = True) -> tuple[jax.Array, dict, dict, dict]:
+    """Forward pass over one clip: (logits [O,T,h,w] as ``propagate``, cond, cond raw [O,K,..], track raw [O,T,..])."""
+    t_len, o = pixels.shape[0], boxes.shape[0]
+    feats = _apply(model, params, Sam2VideoModel.image_features, pixels)  # batched over frames (not lax.map)
+    feats = {n: v for n, v in feats.items() if n != "pos"}
+    get = lambda idx: {n: v[idx] for n, v in feats.items()}  # noqa: E731
+    cond = V.conditioning_outputs(model, params, get, boxes, box_valid, min(COND_SLOTS, t_len))
+    craw = _cond_raw(model, params, feats, cond, boxes)
+
+    def step(carry, t):
+        new, m, raw = _track(model, params, cond, carry, get(t), t, t_len)
+        return (new if bptt else jax.lax.stop_gradient(new)), (m, raw)  # bptt=False: ~3x cheaper step
+
+    _, (m, traw) = jax.lax.scan(step, V.init_carry(model, o, t_len), jnp.arange(t_len))
+    return jnp.moveaxis(m, 0, 1), cond, craw, jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), traw)
+
+
+# ----------------------------------------------------------------------------- loss
+def _mask_loss(logits: jax.Array, target: jax.Array) -> jax.Array:
+    """Sigmoid BCE + dice (smoothed; an empty target asks for an empty mask) per mask: [..., h, w] -> [...]."""
+    bce = jnp.mean(jnp.maximum(logits, 0) - logits * target + jnp.log1p(jnp.exp(-jnp.abs(logits))), axis=(-2, -1))
+    p = jax.nn.sigmoid(logits)
+    dice = 1 - (2 * jnp.sum(p * target, (-2, -1)) + 1) / (jnp.sum(p, (-2, -1)) + jnp.sum(target, (-2, -1)) + 1)
+    return bce + dice
+
+
+def _heads_loss(raw: dict, target: jax.Array, weight: jax.Array) -> dict[str, jax.Array]:
+    """Mask (every output; empty target where absent), IoU-prediction and object-score losses.
+
+    raw: masks [..., M, h, w], iou [..., M], obj [...]; target [..., h, w]; weight [...] (which frames count).
+    """
+    tgt = target[..., None, :, :]
+    mask = jnp.mean(_mask_loss(raw["masks"], tgt), -1)
+    hard_p, hard_t = raw["masks"] > 0, tgt > 0.5
+    inter = jnp.sum(hard_p & hard_t, (-2, -1))
+    union = jnp.sum(hard_p | hard_t, (-2, -1))
+    iou = jax.lax.stop_gradient(jnp.where(union > 0, inter / jnp.maximum(union, 1), 1.0))
+    iou_l = jnp.mean(jnp.square(raw["iou"] - iou), -1)
+    vis = (jnp.sum(target, (-2, -1)) > 0).astype(jnp.float32)
+    x = raw["obj"]
+    # positives weighted OBJ_POS_WEIGHT: an unsure score stays > 0 (the score is a hard gate at run time, so a
+    # wrong "absent" erases a good mask), and absent frames are also taught through the masks (empty targets)
+    obj = OBJ_POS_WEIGHT * vis * jax.nn.softplus(-x) + (1 - vis) * jax.nn.softplus(x)
+    mean = lambda v, w: jnp.sum(w * v) / jnp.maximum(jnp.sum(w), 1.0)  # noqa: E731
+    return {"mask": mean(mask, weight), "iou": mean(iou_l, weight), "obj": mean(obj, weight)}
+
+
+def clip_loss(model: Sam2VideoModel, params: Params, ex: dict, bptt: bool = True) -> tuple[jax.Array, dict]:
+    """Loss of one clip (conditioning and tracked frames, equal weight) and its parts."""
+    target = ex["target"]  # [O, T, h, w]
+    _, cond, craw, traw = train_forward(model, params, ex["pixels"], ex["boxes"], ex["box_valid"], bptt)
+    ctarget = jnp.take_along_axis(target, cond["idx"][..., None, None], axis=1)  # [O, K, h, w]
+    is_cond = jnp.any((cond["idx"][:, :, None] == jnp.arange(target.shape[1])) & cond["valid"][..., None], 1)
+    lc = _heads_loss(craw, ctarget, cond["valid"].astype(jnp.float32))
+    lt = _heads_loss(traw, target, jnp.logical_not(is_cond).astype(jnp.float32))
+    parts = {k: 0.5 * (lc[k] + lt[k]) for k in lc}
+    return parts["mask"] + parts["iou"] + parts["obj"], {**parts, "mask_cond": lc["mask"], "mask_track": lt["mask"]}
+
+
+def make_train_step(model: Sam2VideoModel, tx: Any, bptt: bool = True):
+    """Jitted ``(params, opt_state, batch) -> (params, opt_state, metrics)`` over a batch of clips (vmap)."""
+    import optax
+
+    def loss_fn(params, batch):
+        loss, parts = jax.vmap(lambda ex: clip_loss(model, params, ex, bptt))(batch)
+        return jnp.mean(loss), jax.tree.map(jnp.mean, parts)
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(params, opt_state, batch):
+        (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, {"loss": loss, **parts}
+
+    return step
+
+
+# ----------------------------------------------------------------------------- evaluation
+def heldout_clips(n: int, seed: int, frames: Sequence[int] = (8, 12)) -> list[tuple]:
+    """``n`` held-out (frames [T,H,W,3], masks [O,T,H,W], prompt frame per object) from a separate RNG stream."""
+    from data_pipelines.synthetic.render import render_clip
+    from data_pipelines.synthetic.world import make_clip
+
+    rng = np.random.default_rng([seed, 7_777])
+    out = []
+    for i in range(n):
+        t = int(frames[i % len(frames)])
+        frames_, masks = render_clip(make_clip(rng, f"held{i}", num_frames=t, height=HEIGHT, width=WIDTH))
+        area = masks.reshape(*masks.shape[:2], -1).sum(-1)
+        prompt = [int(rng.choice(np.nonzero(a)[0])) if a.any() else -1 for a in area]
+        out.append((frames_, masks, prompt))
+    return out
+
+
+def evaluate_j(model: Sam2VideoModel, params: Params, clips: list[tuple], visible_only: bool = False) -> float:
+    """Mean DAVIS J (original resolution, bidirectional ``segment_video``) of GT-box-prompted object tracks.
+
+    ``visible_only`` averages over the frames where the object is visible (an empty prediction scores 0 there).
+    """
+    from omnir1_jax.eval_pipeline import segment_video
+    from omnir1_jax.metrics.davis import jaccard
+
+    js = []
+    for frames, masks, prompt in clips:
+        for j, t in enumerate(prompt):
+            if t < 0:
+                continue
+            pred = segment_video(model, params, frames, _box(masks[j, t])[None], np.array([t]))
+            per_frame = jaccard(pred, masks[j])
+            if visible_only:
+                per_frame = per_frame[masks[j].reshape(len(per_frame), -1).any(-1)]
+            js.append(float(np.mean(per_frame)))
+    return float(np.mean(js))
+
+
+def ceiling_j(clips: list[tuple], size: int) -> float:
+    """J of the GT masks pooled to the [size, size] logit grid and upsampled back (the 16x16 resolution ceiling)."""
+    from data_pipelines.preprocess_sam2 import postprocess_masks
+    from omnir1_jax.metrics.davis import jaccard
+
+    js = []
+    for _, masks, prompt in clips:
+        for j, t in enumerate(prompt):
+            if t >= 0:
+                logit = pool_masks(masks[j], size) - 0.5
+                js.append(float(np.mean(jaccard(postprocess_masks(logit, masks.shape[-2:]), masks[j]))))
+    return float(np.mean(js))
+
+
+# ----------------------------------------------------------------------------- driver
+def init_params(cfg: Sam2Config, seed: int) -> Params:
+    """Random tiny-SAM2 params exactly as :func:`omnir1_jax.rl.task.build_segmenter` makes them."""
+    from omnir1_jax.parallel import unbox
+
+    model = Sam2VideoModel(cfg)
+    s = cfg.image_size
+    init = jax.jit(lambda k: unbox(model.init(k, jnp.zeros((1, 3, s, s)), method=Sam2VideoModel.init_all)))
+    return init(jax.random.PRNGKey(seed))["params"]
+
+
+def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, log_every: int = 50,
+               learning_rate: float = 3e-4, eval_clips: int = 20, progress: bool = True,
+               params: Params | None = None, fixed_batch: bool = False, val_every: int = 200,
+               bptt: bool = False) -> dict:
+    """Trains the tiny SAM2 for ``steps`` steps; returns metrics (J before/after, loss curve) and ``params``.
+
+    Every ``val_every`` steps J is measured on 8 validation clips (their own RNG stream, not the reported
+    held-out clips) and the best params are kept, which guards against late loss spikes.
+    ``fixed_batch`` repeats the first batch every step (an overfitting check for tests). ``bptt`` backpropagates
+    through the tracked-frame memories (about 3x slower per step; the shipped checkpoint was made without it).
+    """
+    import optax
+    from tqdm import tqdm
+
+    from omnir1_jax.models.sam2.convert import save_checkpoint
+
+    t0 = time.time()
+    cfg = Sam2Config.tiny()
+    model = Sam2VideoModel(cfg)
+    params = init_params(cfg, seed) if params is None else params
+    clips = heldout_clips(eval_clips, seed) if eval_clips else []
+    j_before = evaluate_j(model, params, clips) if clips else None
+    if progress:
+        print(f"held-out J before training: {j_before}", flush=True)
+    sched = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 10), max(steps, 2), 0.05)
+    tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(sched, b2=0.99, eps=1e-6, weight_decay=0.0))
+    opt_state = tx.init(params)
+    params = jax.tree.map(jnp.array, params)  # the step donates its inputs
+    step = make_train_step(model, tx, bptt)
+    rng = np.random.default_rng(seed)
+    curve, run, first = [], [], sample_batch(rng, cfg, batch)
+    bar = tqdm(range(steps), desc="warm-start sam2", disable=not progress, dynamic_ncols=True)
+    val = heldout_clips(8, seed + 1_000, frames=(8,)) if val_every and eval_clips else []
+    best = (-1.0, 0, None)
+    for i in bar:
+        data = first if fixed_batch or i == 0 else sample_batch(rng, cfg, batch)
+        params, opt_state, m = step(params, opt_state, data)
+        run.append(m)
+        if (i + 1) % log_every == 0 or i + 1 == steps:
+            row = {"step": i + 1, **{k: round(float(np.mean([float(r[k]) for r in run])), 5) for k in run[0]}}
+            curve.append(row)
+            run = []
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if val and ((i + 1) % val_every == 0 or i + 1 == steps):
+                row["val_j"] = round(evaluate_j(model, jax.device_get(params), val), 4)
+                if row["val_j"] > best[0]:
+                    best = (row["val_j"], i + 1, jax.device_get(params))
+            if progress:
+                bar.write(json.dumps(row))
+    params = jax.device_get(params) if best[2] is None else best[2]
+    j_after = evaluate_j(model, params, clips) if clips else None
+    result = {"steps": steps, "seed": seed, "batch": batch, "learning_rate": learning_rate,
+              "train_frames": TRAIN_FRAMES, "bptt": bptt, "eval_clips": eval_clips, "kept_step": best[1] or steps,
+              "j_before": j_before, "j_after": j_after,
+              "j_ceiling_16x16": ceiling_j(clips, cfg.mask_size) if clips else None, "curve": curve,
+              "wall_s": round(time.time() - t0, 1)}
+    if out_dir:
+        save_checkpoint(out_dir, cfg, params)
+        with open(os.path.join(out_dir, "warmstart.json"), "w") as fh:
+            json.dump({**result, "command": "python -m omnir1_jax.warmstart.sam2 " + " ".join(sys.argv[1:])}, fh,
+                      indent=1)
+    return {**result, "params": params}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """CLI: trains, writes the checkpoint and ``warmstart.json``, prints one JSON line of final metrics."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--log_every", type=int, default=50)
+    ap.add_argument("--eval_clips", type=int, default=20)
+    ap.add_argument("--val_every", type=int, default=200)
+    ap.add_argument("--bptt", action="store_true", help="backpropagate through tracked-frame memories")
+    a = ap.parse_args(argv)
+    r = train_sam2(a.out, a.steps, a.seed, a.batch, a.log_every, a.lr, a.eval_clips, val_every=a.val_every,
+                   bptt=a.bptt)
+    keys = ("steps", "seed", "kept_step", "j_before", "j_after", "j_ceiling_16x16", "wall_s")
+    print(json.dumps({k: r[k] for k in keys}
+                     | {"final_loss": r["curve"][-1]["loss"] if r["curve"] else None}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Generic synthetic tasks that warm-start the Base thinker (never the keyframe task), drawn procedurally.
+
+Every example is a fresh clip of the synthetic world (``data_pipelines.synthetic``), preprocessed by the same
+code the pipelines use (``to_example`` / ``keyframe_patches``), so the Base thinker sees exactly the inputs it
+will see in GRPO and evaluation:
+
+* ``ground``  — one high-resolution frame + the System-2 grounding prompt (``default`` or ``refavs`` variant,
+  built by ``rollout.grounding_spec.host_prompt_ids``, the grounder's own prompt) for a short description
+  (``the red circle``, sometimes with its size) -> ``[{"bbox_2d": [x1, y1, x2, y2]}]`` in the resized image's
+  pixels, or ``[]`` when nothing matches.  This is what makes the frozen reference thinker a grounder.
+* ``caption`` — the low-resolution 2 fps video -> ``<think>…</think><answer>the red circle, the blue square
+  </answer>`` (the objects that appear, in order of appearance): formatted captioning / QA.
+* ``when``    — the video + an object's description -> ``<think>…</think><answer>{"start_time": …, "end_time": …}
+  </answer>`` (first and last sampled frame where it is visible, ``00:SS.ff`` at 2 fps): formatted temporal QA.
+* ``hear``    — audio + frame 0 (the RefAVS layout) -> ``<think>…</think><answer>N</answer>``, the number of
+  distinct tones that sound: formatted audio QA.
+
+None of them asks to resolve a referring query, pick keyframes or rewrite a query: that is what SFT and GRPO
+teach.  Each task has ONE static layout (fixed frame count and pixel grid), so a warm-start run compiles once
+per task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+
+from data_pipelines import preprocess as pp
+from data_pipelines.pipeline_transforms import PreprocessConfig, to_example
+from data_pipelines.synthetic import audio as audio_lib
+from data_pipelines.synthetic import render, words
+from data_pipelines.synthetic.world import make_clip
+
+TASKS = ("ground", "caption", "when", "hear")
+FORMAT = "Put your reasoning in <think>...</think> and the final result in <answer>...</answer>."
+CAPTION_PROMPT = "You are given a {duration} seconds video. Find every object in the video. " + FORMAT
+WHEN_PROMPT = ("You are given a {duration} seconds video. Find the start_time and end_time of the moments where "
+               "[{desc}] can be seen in the video. " + FORMAT)
+HEAR_PROMPT = "You hear a 10-second audio clip. How many objects make a sound? " + FORMAT
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskShapes:
+    """Static layout of the warm-start inputs (match the run's config so the Base thinker sees its real inputs)."""
+
+    num_frames: int = 12  # sampled frames of the video tasks (= data.max_frames)
+    height: int = 96
+    width: int = 128
+    video_min_pixels: int = 4 * 28 * 28
+    video_max_pixels: int = 8 * 28 * 28
+    ground_min_pixels: int = 8 * 28 * 28
+    ground_max_pixels: int = 16 * 28 * 28
+    patch_size: int = 8
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    n_mels: int = 16
+
+    @classmethod
+    def from_config(cls, config, model) -> "TaskShapes":
+        d, v = config.data, model.config.vision
+        h, w = (int(x) for x in d.ground_hw)
+        return cls(num_frames=int(d.max_frames), height=h, width=w, video_min_pixels=int(d.video_min_pixels),
+                   video_max_pixels=int(d.video_max_pixels), ground_min_pixels=int(d.ground_min_pixels),
+                   ground_max_pixels=int(d.ground_max_pixels), patch_size=v.patch_size,
+                   merge_size=v.spatial_merge_size, temporal_patch_size=v.temporal_patch_size,
+                   n_mels=model.config.audio.num_mel_bins)
+
+    def preprocess(self) -> PreprocessConfig:
+        return PreprocessConfig(train=True, min_frames=self.num_frames, max_frames=self.num_frames,
+                                video_min_pixels=self.video_min_pixels, video_max_pixels=self.video_max_pixels,
+                                image_min_pixels=self.video_min_pixels, image_max_pixels=self.video_max_pixels,
+                                patch_size=self.patch_size, merge_size=self.merge_size,
+                                temporal_patch_size=self.temporal_patch_size, max_objects=4, mask_size=8,
+                                n_mels=self.n_mels)
+
+    @property
+    def ground_resized(self) -> tuple[int, int]:
+        return pp.smart_resize(self.height, self.width, self.patch_size * self.merge_size, self.ground_min_pixels,
+                               self.ground_max_pixels)
+
+
+def _clip(rng: np.random.Generator, shapes: TaskShapes, num_frames: int, refavs: bool = False):
+    clip = make_clip(rng, "warm", num_frames=num_frames, height=shapes.height, width=shapes.width,
+                     fps=num_frames / 10.0 if refavs else 2.0, shapes=words.SHAPES, all_visible_at_start=refavs)
+    frames, masks = render.render_clip(clip)
+    return clip, frames, masks, render.mask_facts(masks)
+
+
+def _desc(obj, rng: np.random.Generator) -> str:
+    return f"the {obj.size} {obj.colour} {obj.shape}" if rng.random() < 0.3 else f"the {obj.colour} {obj.shape}"
+
+
+def _video_example(shapes: TaskShapes, frames: np.ndarray, masks: np.ndarray, rng: np.random.Generator) -> dict:
+    rec = {"task": "revos", "uid": "warm", "video": "warm", "expression": "", "frames": frames, "masks": masks,
+           "frame_indices": np.arange(len(frames)), "clip_length": len(frames)}
+    return to_example(rec, rng, shapes.preprocess(), "warmstart")
+
+
+def _think_answer(think: str, answer: str) -> str:
+    return f"<think>{think}</think><answer>{answer}</answer>"
+
+
+def box_answer(boxes: list) -> str:
+    """The grounder's answer: ``[{"bbox_2d": [x1, y1, x2, y2]}, …]`` (integers), ``[]`` for no match."""
+    return json.dumps([{"bbox_2d": [int(round(v)) for v in b]} for b in boxes])
+
+
+def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
+    """A high-resolution frame, a description and its box (or ``[]``) in the grounder's prompt format."""
+    from omnir1_jax.eval_pipeline import keyframe_patches
+    from omnir1_jax.rollout.grounding_spec import host_prompt_ids
+
+    nf = 4
+    clip, frames, masks, facts = _clip(rng, shapes, nf)
+    t = int(rng.integers(nf))
+    vis = [j for j, f in enumerate(facts) if t in f["visible_frames"]]
+    absent = rng.random() < 0.15 or not vis
+    if absent:
+        present = {(o.colour, o.shape) for o in clip.objects}
+        choices = [(c, s) for c in words.COLOURS for s in words.SHAPES if (c, s) not in present]
+        c, s = choices[int(rng.integers(len(choices)))]
+        desc, boxes = f"the {c} {s}", []
+    else:
+        j = vis[int(rng.integers(len(vis)))]
+        desc = _desc(clip.objects[j], rng)
+        rh, rw = shapes.ground_resized
+        sx, sy = rw / shapes.width, rh / shapes.height
+        x0, y0, x1, y1 = facts[j]["boxes"][t]
+        boxes = [[x0 * sx, y0 * sy, x1 * sx, y1 * sy]]  # mask_facts boxes: [x0, y0, x1, y1) pixel edges
+    rh, rw = shapes.ground_resized
+    grid = (1, rh // shapes.patch_size, rw // shapes.patch_size)
+    n_img = int(np.prod(grid)) // shapes.merge_size**2
+    variant = "refavs" if rng.random() < 0.3 else "default"
+    pcfg = shapes.preprocess()
+    patches = keyframe_patches(frames, np.asarray([t]), (rh, rw), pcfg)[0]
+    return {"prompt_ids": host_prompt_ids(tokenizer, desc, variant, n_img), "answer": box_answer(boxes),
+            "arrays": {"pixel_values": patches}, "image_grid_thw": grid}
+
+
+def caption_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
+    """The video -> the objects that appear, in order of first appearance."""
+    clip, frames, masks, facts = _clip(rng, shapes, shapes.num_frames)
+    order = sorted((f["first_visible"], j) for j, f in enumerate(facts) if f["visible_frames"])
+    names = [clip.objects[j].description for _, j in order]
+    think = f"{len(names)} objects appear."
+    return _video_task(shapes, tokenizer, rng, frames, masks,
+                       CAPTION_PROMPT.format(duration=shapes.num_frames / 2),
+                       _think_answer(think, ", ".join(names) or "none"))
+
+
+def when_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
+    """The video + a description -> when that object is visible (first/last sampled frame, 2 fps timestamps)."""
+    from omnir1_jax.text.templates import format_timestamp
+
+    clip, frames, masks, facts = _clip(rng, shapes, shapes.num_frames)
+    vis = [j for j, f in enumerate(facts) if f["visible_frames"]]
+    j = vis[int(rng.integers(len(vis)))]
+    f = facts[j]
+    desc = clip.objects[j].description
+    ans = json.dumps({"start_time": format_timestamp(f["first_visible"] / pp.SAMPLE_FPS),
+                      "end_time": format_timestamp(f["last_visible"] / pp.SAMPLE_FPS)})
+    think = f"[{desc}] is seen in {len(f['visible_frames'])} frames."
+    return _video_task(shapes, tokenizer, rng, frames, masks,
+                       WHEN_PROMPT.format(duration=shapes.num_frames / 2, desc=desc), _think_answer(think, ans))
+
+
+def hear_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
+    """Audio + frame 0 (RefAVS layout) -> how many objects sound."""
+    from omnir1_jax.text import make_messages
+
+    nf = 10
+    clip, frames, masks, facts = _clip(rng, shapes, nf, refavs=True)
+    sound = audio_lib.synth_audio(clip, sample_rate=16000, channels=1, duration_s=10.0)[:, 0]
+    rec = {"task": "refavs", "uid": "warm", "video": "warm", "expression": "", "frames": frames[:1],
+           "masks": masks[:, :1], "frame_indices": np.arange(1), "clip_length": nf, "audio": sound}
+    ex = to_example(rec, rng, shapes.preprocess(), "warmstart")
+    n = sum(1 for o in clip.objects if o.sound_intervals)
+    text = tokenizer.apply_chat_template(make_messages(HEAR_PROMPT, ("audio", "image")))
+    return _finish(tokenizer, ex, text, _think_answer(f"I hear {n} tones.", str(n)))
+
+
+def _video_task(shapes, tokenizer, rng, frames, masks, prompt: str, answer: str) -> dict:
+    from omnir1_jax.text import make_messages
+
+    ex = _video_example(shapes, frames, masks, rng)
+    text = tokenizer.apply_chat_template(make_messages(prompt, ("video",)))
+    return _finish(tokenizer, ex, text, answer)
+
+
+def _finish(tokenizer, ex: dict, text: str, answer: str) -> dict:
+    from omnir1_jax.prompts import example_prompt_ids
+
+    arrays = {k: ex[k] for k in ("pixel_values_videos", "pixel_values", "input_features") if k in ex}
+    out = {"prompt_ids": example_prompt_ids(tokenizer, text, ex), "answer": answer, "arrays": arrays}
+    for k in ("video_grid_thw", "image_grid_thw"):
+        if k in ex:
+            out[k] = tuple(int(v) for v in ex[k])
+    if "video_second_per_grid" in ex:
+        out["video_second_per_grid"] = float(ex["video_second_per_grid"])
+    if "feature_attention_mask" in ex:
+        out["audio_len"] = int(np.asarray(ex["feature_attention_mask"]).sum())
+    return out
+
+
+MAKERS = {"ground": ground_example, "caption": caption_example, "when": when_example, "hear": hear_example}
+
+
+def make_example(task: str, rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
+    """One example of ``task`` (see the module docstring): prompt ids, answer text, tower inputs, grids."""
+    if task not in MAKERS:
+        raise ValueError(f"unknown warm-start task {task!r}; expected one of {TASKS}")
+    return MAKERS[task](rng, shapes, tokenizer)

@@ -1,0 +1,68 @@
+"""The embedded default end to end: shipped checkpoints -> GRPO -> the Base/SFT/GRPO table and results.json."""
+
+import json
+import math
+import os
+
+import pytest
+
+from omnir1_jax import embedded
+from omnir1_jax.config import load_config
+
+CONFIG = "experiments/synthetic_tiny.py"
+
+
+def test_format_and_write_results(tmp_path):
+    res = {"refavs_test": {"base": {"J": 10.0, "F": 20.0, "JF": 15.0}, "grpo": {"J": 30.0, "F": 40.0, "JF": 35.0}},
+           "revos_test": {"base": {"J": 1.0, "F": 2.0, "JF": 1.5}, "grpo": {"J": 3.0, "F": 4.0, "JF": 3.5}}}
+    table = embedded.write_results(str(tmp_path), res)
+    lines = table.splitlines()
+    assert lines[0].startswith("| row | refavs_test J | refavs_test F | refavs_test J&F | revos_test J")
+    assert lines[2] == "| base | 10.0 | 20.0 | 15.0 | 1.0 | 2.0 | 1.5 |"
+    assert [ln.split(" |")[0] for ln in lines[2:]] == ["| base", "| grpo"]  # paper order, missing rows dropped
+    assert json.load(open(tmp_path / "results.json")) == res
+    assert (tmp_path / "results.md").read_text().strip() == table
+
+
+def test_shipped_checkpoints_exist_and_are_small():
+    cfg = load_config(CONFIG)
+    paths = [cfg.model.reference_checkpoint, cfg.eval.sft_checkpoint, cfg.model.checkpoint, cfg.segmenter.checkpoint]
+    for p in paths:
+        assert os.path.isdir(p), f"shipped checkpoint {p} is missing"
+    root = os.path.dirname(cfg.segmenter.checkpoint)
+    total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
+    assert total <= 20 * 2**20, f"shipped checkpoints take {total / 2**20:.1f} MB (> 20 MB)"
+    for name in ("base", "sft"):
+        info = json.load(open(os.path.join(root, name, "warmstart.json")))
+        assert info["command"].startswith("python -m omnir1_jax.warmstart."), info["command"]
+
+
+def test_main_command_prints_table_and_writes_results(tmp_path):
+    """The README's main command (one CPU device, as on a laptop), shrunk: 1 GRPO step, 2 expressions per
+    split; every row on both splits, results.json, the printed table and the curves PNG."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    over = {"train.num_steps": 1, "train.eval_every": 0, "train.progress_bar": False, "eval.table_limit": 2,
+            "data.synthetic_train_clips": 2, "data.synthetic_test_clips": 1, "data.mixture": "revos:1",
+            "eval.batch_size": 2}
+    cmd = [sys.executable, "-m", "omnir1_jax.train", f"--config={root}/{CONFIG}", f"--workdir={tmp_path}"]
+    cmd += [f"--config.{k}={v}" for k, v in over.items()]
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    p = subprocess.run(cmd, env={**env, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.load(open(tmp_path / "results.json"))
+    assert set(res) == {"refavs_test", "revos_test"}
+    for split, rows in res.items():
+        assert set(rows) == set(embedded.ROWS), split
+        for row, m in rows.items():
+            assert set(m) == {"J", "F", "JF"}
+            assert all(math.isfinite(m[k]) and 0.0 <= m[k] <= 100.0 for k in m), (split, row, m)
+    assert "| grpo |" in p.stdout and "| random_keyframes |" in p.stdout
+    assert (tmp_path / "results.md").read_text().strip() in p.stdout
+    assert (tmp_path / "training_curves.png").stat().st_size > 1000
+    # Rows ran in their own modes and directories (the ablations are real runs, not copies of the grpo row).
+    for row, mode in embedded.ROW_MODES.items():
+        m = json.load(open(tmp_path / "table" / row / "revos_test" / "metrics.json"))
+        assert m["mode"] == mode and m["processed"] == 2

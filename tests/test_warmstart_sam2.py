@@ -1,0 +1,102 @@
+"""Warm-started tiny SAM2: the training step learns, checkpoints round-trip, and the shipped one segments."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from omnir1_jax.models.sam2 import load_checkpoint
+from omnir1_jax.models.sam2.config import Sam2Config
+from omnir1_jax.models.sam2.model import Sam2VideoModel
+from omnir1_jax.warmstart import sam2 as W
+
+SHIPPED = os.path.join(os.path.dirname(W.__file__), os.pardir, "assets", "synthetic_tiny", "sam2")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("sam2_warm"))
+    return out, W.train_sam2(out, steps=12, seed=0, batch=1, log_every=2, learning_rate=1e-3, eval_clips=0,
+                             progress=False, fixed_batch=True)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not os.path.exists(os.path.join(SHIPPED, "sam2_config.json")):
+        pytest.fail(f"shipped SAM2 checkpoint missing at {os.path.abspath(SHIPPED)}; make it with "
+                    "`python -m omnir1_jax.warmstart.sam2 --out omnir1_jax/assets/synthetic_tiny/sam2`")
+    return load_checkpoint(SHIPPED)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return W.heldout_clips(4, seed=123, frames=(8,))  # one compiled shape (T=8)
+
+
+def test_sample_example_shapes_and_targets():
+    cfg = Sam2Config.tiny()
+    ex = W.sample_example(np.random.default_rng(3), cfg)
+    t, o, h = W.TRAIN_FRAMES, W.TRAIN_OBJECTS, cfg.mask_size
+    assert ex["pixels"].shape == (t, 3, cfg.image_size, cfg.image_size)
+    assert ex["boxes"].shape == (o, t, 4) and ex["target"].shape == (o, t, h, h)
+    assert ex["box_valid"].any(axis=1).all()  # every track has a prompt ...
+    vis = ex["target"].sum((-2, -1)) > 0
+    assert np.all(vis[ex["box_valid"]])  # ... on a frame where its object is visible
+    assert ex["target"].min() >= 0 and ex["target"].max() <= 1
+    b = ex["boxes"][ex["box_valid"]]
+    assert np.all(b[:, 2:] > b[:, :2]) and b.min() >= 0 and b.max() <= cfg.image_size
+
+
+def test_pool_masks_is_area_average():
+    m = np.zeros((96, 128), np.uint8)
+    m[:6, :8] = 1  # exactly one low-res cell
+    m[6:9, 8:16] = 1  # half of the next one
+    p = W.pool_masks(m, 16)
+    assert p[0, 0] == 1.0 and p[1, 1] == 0.5 and p.sum() == 1.5
+
+
+def test_train_lowers_loss_and_checkpoint_roundtrips(trained):
+    out, r = trained
+    losses = [row["loss"] for row in r["curve"]]
+    assert len(losses) == 6 and np.isfinite(losses).all()
+    # the loss falls over the first steps; later steps on one batch can spike (see the task report)
+    assert min(losses[1:4]) < 0.8 * losses[0], losses
+    model, params = load_checkpoint(out)
+    assert isinstance(model, Sam2VideoModel) and model.cfg == Sam2Config.tiny()
+    flat = jax.tree_util.tree_leaves_with_path(r["params"])
+    assert len(flat) == len(jax.tree_util.tree_leaves(params))
+    for path, leaf in flat:
+        np.testing.assert_array_equal(np.asarray(leaf), np.asarray(_get(params, path)))
+    assert os.path.exists(os.path.join(out, "warmstart.json"))
+
+
+def _get(tree, path):
+    for k in path:
+        tree = tree[k.key]
+    return tree
+
+
+def test_train_forward_matches_propagate(shipped):
+    """The training pass is exactly the inference pass (forward propagation) on the same params."""
+    from omnir1_jax.models.sam2 import video as V
+
+    model, params = shipped
+    ex = W.sample_example(np.random.default_rng(5), model.cfg)
+    a = jax.jit(lambda p, e: W.train_forward(model, p, e["pixels"], e["boxes"], e["box_valid"])[0])(params, ex)
+    b = jax.jit(lambda p, e: V.propagate(model, p, e["pixels"], e["boxes"], e["box_valid"], "forward",
+                                         max_cond_frames=W.COND_SLOTS))(params, ex)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4)
+    assert (np.asarray(b) > 0).any()  # non-trivial masks, so the comparison means something
+
+
+def test_shipped_checkpoint_segments_heldout_clips(shipped, clips):
+    model, params = shipped
+    assert model.cfg == Sam2Config.tiny()
+    random = W.init_params(model.cfg, 0)
+    # measured at ship time (4 clips): J 0.48 vs random 0.45; J on visible frames 0.088 vs random 0.0.
+    # The task's goal (J >= 0.6) is NOT met by this checkpoint; these bounds only pin what it does today.
+    j_vis, j_vis_random = (W.evaluate_j(model, p, clips, visible_only=True) for p in (params, random))
+    assert j_vis > 0.04 and j_vis_random < 0.01, (j_vis, j_vis_random)
+    j_shipped, j_random = (W.evaluate_j(model, p, clips) for p in (params, random))
+    assert j_shipped >= j_random - 0.02, (j_shipped, j_random)
