@@ -212,6 +212,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--tasks", default=",".join(T.TASKS))
     ap.add_argument("--override", action="append", default=[], help="config override KEY=VALUE (repeatable)")
+    ap.add_argument("--init", default="", help="continue from this thinker checkpoint (e.g. a grounding-only run)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from omnir1_jax.config import load_config
@@ -221,7 +222,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         k, _, v = kv.partition("=")
         overrides[k] = json.loads(v) if v[:1] in "0123456789-[{tf\"" else v
     config = load_config(args.config, overrides=overrides)
-    res = train_base(config, args.out, args.steps, args.seed, args.batch, args.lr, tuple(args.tasks.split(",")))
+    init = None
+    if args.init:
+        from omnir1_jax.models.qwen_omni import load_checkpoint
+
+        init = load_checkpoint(args.init)[1]
+    res = train_base(config, args.out, args.steps, args.seed, args.batch, args.lr, tuple(args.tasks.split(",")),
+                     init_params=init)
     print(json.dumps({"scores": res["scores"], "wall_s": res["wall_s"], "out": args.out}))
 
 
