@@ -4,7 +4,6 @@ import json
 import math
 import os
 
-import pytest
 
 from omnir1_jax import embedded
 from omnir1_jax.config import load_config

@@ -123,40 +123,8 @@ def _cond_raw(model: Sam2VideoModel, params: Params, feats: dict, cond: dict, bo
 def _track(model: Sam2VideoModel, params: Params, cond: dict, carry: dict, frame: dict, t: jax.Array,
            num_frames: int) -> tuple[dict, jax.Array, dict]:
     """:func:`video.track_step` (forward) that also returns the raw decoder outputs of the tracked frame."""
-    cfg = model.cfg
-    o, k = cond["idx"].shape
-    md = cfg.memory_encoder_output_channels
-    r, p1 = carry["mem"].shape[1], carry["ptr"].shape[1]
-    hit = (cond["idx"] == t) & cond["valid"]  # [O, K]
-    is_cond, slot = jnp.any(hit, axis=1), jnp.argmax(hit, axis=1)
-    codes = _apply(model, params, Sam2VideoModel.temporal_codes)  # [M, mem]
-    mpos = _apply(model, params, Sam2VideoModel.memory_pos)  # [hw, mem]
-    hw = mpos.shape[0]
-    mem = jnp.concatenate([cond["mem"], carry["mem"]], axis=1).reshape(o, (k + r) * hw, md)
-    frame_codes = jnp.concatenate([jnp.broadcast_to(codes[-1], (k, md)), codes[:r]], axis=0)  # [K+R, mem]
-    pos = (mpos[None] + frame_codes[:, None]).reshape(1, (k + r) * hw, md)
-    ok = jnp.repeat(jnp.concatenate([cond["valid"], carry["mem_ok"]], axis=1), hw, axis=1)
-    celig = cond["valid"] & (cond["idx"] <= t)
-    diffs = jnp.concatenate([t - cond["idx"], jnp.broadcast_to(jnp.arange(1, p1 + 1), (o, p1))], axis=1)
-    max_ptr = min(num_frames, cfg.max_object_pointers_in_encoder)
-    ptr_pos = _apply(model, params, Sam2VideoModel.pointer_pos, diffs, max_ptr)
-    ptr, ptr_pos, ptr_ok = V._split_pointers(jnp.concatenate([cond["ptr"], carry["ptr"]], axis=1), ptr_pos,
-                                             jnp.concatenate([celig, carry["ptr_ok"]], axis=1), md)
-    mem = jnp.concatenate([mem, ptr], axis=1)
-    pos = jnp.concatenate([jnp.broadcast_to(pos, (o, *pos.shape[1:])), ptr_pos], axis=1)
-    ok = jnp.concatenate([ok, ptr_ok], axis=1)
-    fo = {n: jnp.broadcast_to(v, (o, *v.shape)) for n, v in frame.items()}
-    pix = _apply(model, params, Sam2VideoModel.condition, fo["feat"], V._frame_pos(model), mem, pos, ptr.shape[1], ok)
-    out, raw = _heads(model, params, fo, pix, None, None, V._multimask(cfg, 0, False))
-    new_mem = _apply(model, params, Sam2VideoModel.encode_memory, fo["feat"], out["high_res_masks"],
-                     out["object_score_logits"], False).reshape(o, 1, hw, md)
-    tracked = jnp.logical_not(is_cond)[:, None]
-    new = {"mem": jnp.concatenate([new_mem, carry["mem"][:, :-1]], axis=1) if r else carry["mem"],
-           "mem_ok": jnp.concatenate([tracked, carry["mem_ok"][:, :-1]], axis=1) if r else carry["mem_ok"],
-           "ptr": jnp.concatenate([out["object_pointer"][:, None], carry["ptr"][:, :-1]], axis=1),
-           "ptr_ok": jnp.concatenate([tracked, carry["ptr_ok"][:, :-1]], axis=1)}
-    cond_mask = jnp.take_along_axis(cond["masks"], slot[:, None, None, None], axis=1)[:, 0]
-    return new, jnp.where(is_cond[:, None, None], cond_mask, out["pred_masks"]), raw
+    heads = lambda fo, pix, multimask: _heads(model, params, fo, pix, None, None, multimask)  # noqa: E731
+    return V.track_step(model, params, cond, carry, frame, t, num_frames, heads=heads)
 
 
 def train_forward(model: Sam2VideoModel, params: Params, pixels: jax.Array, boxes: jax.Array,

@@ -94,14 +94,16 @@ def init_carry(model: Sam2VideoModel, num_objects: int, num_frames: int) -> dict
 
 def track_step(model: Sam2VideoModel, params: Params, cond: dict[str, jax.Array], carry: dict[str, jax.Array],
                frame: dict[str, jax.Array], t: jax.Array, num_frames: int, reverse: bool = False,
-               active: jax.Array | bool = True) -> tuple[dict[str, jax.Array], jax.Array]:
+               active: jax.Array | bool = True, heads: Callable | None = None) -> tuple:
     """One propagation step at frame ``t`` for all objects: returns (new carry, low-res mask logits [O,h,w]).
 
     ``num_frames`` (static) only bounds the pointer window: ``min(num_frames, max_object_pointers_in_encoder)``.
+    ``heads(frame, pix_feat, multimask) -> (out, extra)`` replaces the decoder call (training needs its raw
+    outputs); then the step returns ``(new carry, logits, extra)``.
     """
     cfg = model.cfg
     o, k = cond["idx"].shape
-    c, md = cfg.hidden_size, cfg.memory_encoder_output_channels
+    md = cfg.memory_encoder_output_channels
     r, p1 = carry["mem"].shape[1], carry["ptr"].shape[1]
     max_ptr = min(num_frames, cfg.max_object_pointers_in_encoder)
     hit = (cond["idx"] == t) & cond["valid"]  # [O, K]
@@ -130,7 +132,11 @@ def track_step(model: Sam2VideoModel, params: Params, cond: dict[str, jax.Array]
     fo = {n: jnp.broadcast_to(v, (o, *v.shape)) for n, v in frame.items()}
     pix = _apply(model, params, Sam2VideoModel.condition, fo["feat"], _frame_pos(model), mem, pos, n_ptr,
                  ok)
-    out = _apply(model, params, Sam2VideoModel.frame_step, fo, pix, None, None, _multimask(cfg, 0, False))
+    if heads is None:
+        out, extra = _apply(model, params, Sam2VideoModel.frame_step, fo, pix, None, None,
+                            _multimask(cfg, 0, False)), None
+    else:
+        out, extra = heads(fo, pix, _multimask(cfg, 0, False))
     new_mem = _apply(model, params, Sam2VideoModel.encode_memory, fo["feat"], out["high_res_masks"],
                      out["object_score_logits"], False).reshape(o, 1, hw, md)
     tracked = jnp.logical_and(jnp.logical_not(is_cond), active)  # [O]
@@ -139,7 +145,8 @@ def track_step(model: Sam2VideoModel, params: Params, cond: dict[str, jax.Array]
            "ptr": jnp.concatenate([out["object_pointer"][:, None], carry["ptr"][:, :-1]], axis=1),
            "ptr_ok": jnp.concatenate([tracked[:, None], carry["ptr_ok"][:, :-1]], axis=1)}
     cond_mask = jnp.take_along_axis(cond["masks"], slot[:, None, None, None], axis=1)[:, 0]
-    return new, jnp.where(is_cond[:, None, None], cond_mask, out["pred_masks"])
+    logits = jnp.where(is_cond[:, None, None], cond_mask, out["pred_masks"])
+    return (new, logits) if heads is None else (new, logits, extra)
 
 
 def propagate(model: Sam2VideoModel, params: Params, pixel_values: jax.Array, box_prompts: jax.Array,
