@@ -159,6 +159,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.eval.splits = ("valid",)
     c.eval.max_frames = 24
     c.eval.batch_size = 8
+    # Videos with more frames are propagated in streamed chunks (memory flat in T; the backward half of the
+    # bidirectional pass then does not see the forward half's memories); up to this many: the exact pass.
+    c.eval.sam2_stream_above = 96
     c.eval.refavs_protocol = "official"  # official | per_expression | davis
     c.eval.limit = 64  # expressions per split in the trainer's periodic evaluation (0: all)
     # End-of-run table (omnir1_jax/embedded.py): Base / SFT / GRPO / passthrough / random_keyframes.
@@ -267,6 +270,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _check(size == -1 or size >= 1, f"mesh.{axis}", f"must be -1 or >= 1, got {size}")
     _check([c.mesh.data, c.mesh.fsdp, c.mesh.tensor].count(-1) <= 1, "mesh", "at most one axis may be -1")
     _check(c.eval.limit >= 0, "eval.limit", "must be >= 0 (0: every expression)")
+    _check(c.eval.sam2_stream_above >= 1, "eval.sam2_stream_above", "must be >= 1")
     _check(c.eval.table_limit >= 0, "eval.table_limit", "must be >= 0 (0: every expression)")
     _check(c.data.synthetic_train_clips >= 1 and c.data.synthetic_test_clips >= 1, "data.synthetic_train_clips",
            "the synthetic world needs >= 1 clip per split")

@@ -481,7 +481,7 @@ def _predict_group(bundle: ParamsBundle, config, pcfg: PreprocessConfig, recs: l
     for b, rec in enumerate(recs[: len(recs) if n_real is None else n_real]):
         kk, oo = np.nonzero(box_valid[b])
         masks = segment_video(bundle.sam2, bundle.sam2_params, rec["frames"], boxes[b, kk, oo], kf_full[b, kk],
-                              config.segmenter.eval_propagation)
+                              config.segmenter.eval_propagation, stream_above=int(config.eval.sam2_stream_above))
         data = _text(table, tl, tokens[b], int(lengths[b]))
         ks = [k for k in range(K) if key_valid[b, k]]
         info = {"mode": mode, "completion": data.decode("utf-8", "replace"), "format_ok": bool(parsed["format_ok"][b]),

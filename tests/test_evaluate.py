@@ -339,7 +339,7 @@ def test_two_system_glue_scripted(data_root, monkeypatch, task):
     assert info["boxes"] == [[[10.0, 5.0, 20.0, 15.0]]] and info["completion"] == completion
     boxes, frame_ids, direction = seen["sam"][0]
     assert frame_ids.tolist() == [want] and boxes.tolist() == [[10.0, 5.0, 20.0, 15.0]] and direction == "bidirectional"
-    assert seen["patches"].shape[:2] == (3, 4 if task == "revos" else 1)  # padded to eval.batch_size
+    assert seen["patches"].shape[:2] == (3, cfg.rl.max_keyframes if task == "revos" else 1)  # padded to batch
     assert len(seen["sam"]) == 2  # no SAM2 for the padding row
     assert ("pixel_values_videos" in seen["inputs"]) == (task == "revos")
     assert ("input_features" in seen["inputs"]) == (task == "refavs")
