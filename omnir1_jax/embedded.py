@@ -32,7 +32,8 @@ ROW_MODES = {"base": "policy", "sft": "policy", "grpo": "policy", "passthrough":
              "random_keyframes": "random_keyframes"}
 
 
-def _load(config, model, path: str) -> Any:
+def load_thinker(config, model, path: str) -> Any:
+    """Host params of the thinker checkpoint at ``path`` (checked against ``model``'s architecture)."""
     from omnir1_jax.rl.grpo_build import load_reference_params
 
     cfg = copy.deepcopy(config)
@@ -47,7 +48,7 @@ def row_params(config, model, grpo_params: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for row, path in (("base", base), ("sft", config.eval.sft_checkpoint)):
         if path:
-            out[row] = _load(config, model, path)
+            out[row] = load_thinker(config, model, path)
         else:
             log.warning("table: no %s checkpoint configured (eval.%s_checkpoint); row left out", row, row)
     for row in ("grpo", "passthrough", "random_keyframes"):

@@ -129,14 +129,20 @@ def main(config, workdir: str) -> dict[str, Any]:
     out = {"step": num_steps, "skipped": total_skipped, "last": last, "state": state}
 
     # ------------------------------------------------------------------ curves and the final table
-    if is_main:
-        from omnir1_jax import embedded
+    from omnir1_jax import embedded
 
+    if is_main:
         png = embedded.plot_curves(workdir)
         if png:
             log.info("training curves: %s", png)
-        if config.eval.final_table and config.mode == "grpo":
-            results = embedded.run_table(config, workdir, state.params, mesh=mesh,
+    if config.eval.final_table and config.mode == "grpo":
+        params = state.params
+        if jax.process_count() > 1:  # every process joins the gather; process 0 then evaluates unsharded
+            from jax.experimental import multihost_utils
+
+            params = multihost_utils.process_allgather(params, tiled=True)
+        if is_main:
+            results = embedded.run_table(config, workdir, params, mesh=mesh if jax.process_count() == 1 else None,
                                          progress=config.train.progress_bar)
             table = embedded.write_results(workdir, results)
             print("\n" + table + "\n", flush=True)
@@ -179,11 +185,11 @@ def default_evaluator(config, workdir: str, mesh=None):
         if "params" not in grounder:
             grounder["params"] = None
             if cfg.model.reference_checkpoint and cfg.rl.grounder == "reference":
-                from omnir1_jax.embedded import _load
+                from omnir1_jax.embedded import load_thinker
                 from omnir1_jax.rl.task import build_thinker, build_tokenizer
 
-                grounder["params"] = _load(cfg, build_thinker(cfg, build_tokenizer(cfg))[0],
-                                           cfg.model.reference_checkpoint)
+                grounder["params"] = load_thinker(cfg, build_thinker(cfg, build_tokenizer(cfg))[0],
+                                                  cfg.model.reference_checkpoint)
         return make_params_bundle(cfg, params, grounder_params=grounder["params"])
 
     def evaluate(state) -> dict[str, float]:
