@@ -284,6 +284,27 @@ def mesh_spec(config: ml_collections.ConfigDict) -> list[tuple[str, int]]:
     return [("data", config.mesh.data), ("fsdp", config.mesh.fsdp), ("tensor", config.mesh.tensor)]
 
 
+def parse_overrides(items) -> dict[str, Any]:
+    """``["rl.beta=0.0", "data.ground_hw=(96,128)", "train.progress_bar=false"]`` -> dotted keys to values:
+    Python literals or JSON scalars are decoded, anything else stays a string."""
+    import ast
+    import json
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not KEY=VALUE")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            try:
+                out[key] = json.loads(value)
+            except ValueError:
+                out[key] = value
+    return out
+
+
 def load_config(path: str, arg: str | None = None, overrides: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
     """Loads ``experiments/<file>.py`` (``path`` or ``path:arg``) like ``config_flags`` does, then validates.
 

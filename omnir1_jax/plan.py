@@ -16,7 +16,6 @@ figure linearly in the layer count to the preset's depth; both measured and extr
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import json
 import math
@@ -44,17 +43,13 @@ def parse_mesh(text: str) -> list[tuple[str, int]]:
 
 
 def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``["--config.rl.beta=0.0", ...]`` -> ``{"rl.beta": 0.0}`` (Python literals, else strings)."""
-    out = {}
+    """``["--config.rl.beta=0.0", ...]`` -> ``{"rl.beta": 0.0}`` (:func:`omnir1_jax.config.parse_overrides`)."""
+    from omnir1_jax.config import parse_overrides as parse
+
     for item in items:
         if not item.startswith("--config.") or "=" not in item:
             raise ValueError(f"unrecognised argument {item!r}; overrides look like --config.rl.beta=0.0")
-        key, value = item[len("--config."):].split("=", 1)
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+    return parse([item[len("--config."):] for item in items])
 
 
 # ------------------------------------------------------------------------------------------ the step, abstractly

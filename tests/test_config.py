@@ -100,3 +100,14 @@ def test_training_sources_from_config(tmp_path):
     c = config_lib.load_config(os.path.join(EXP, "joint_omni_r1_7b.py"))
     with pytest.raises(ValueError, match="data.refavs_root"):
         data_sources(c, str(tmp_path))
+
+
+def test_parse_overrides_decodes_literals_and_json_and_rejects_malformed():
+    from omnir1_jax.config import ConfigError, parse_overrides
+
+    got = parse_overrides(["train.num_steps=3", "data.mixture=revos:1", "train.progress_bar=false",
+                           "data.ground_hw=(96,128)", "optim.learning_rate=-1.5e-4", "eval.final_table=True"])
+    assert got == {"train.num_steps": 3, "data.mixture": "revos:1", "train.progress_bar": False,
+                   "data.ground_hw": (96, 128), "optim.learning_rate": -1.5e-4, "eval.final_table": True}
+    with pytest.raises(ConfigError, match="not KEY=VALUE"):
+        parse_overrides(["train.num_steps"])

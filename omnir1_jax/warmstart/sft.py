@@ -46,13 +46,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     import jax
 
     from omnir1_jax import train
+    from omnir1_jax.config import parse_overrides
     from omnir1_jax.models.qwen_omni import save_checkpoint
     from omnir1_jax.rl.task import build_thinker, build_tokenizer
 
-    overrides = {}
-    for kv in args.override:
-        k, _, v = kv.partition("=")
-        overrides[k] = json.loads(v) if v[:1] in "0123456789-[{tf\"" else v
+    overrides = parse_overrides(args.override)
     config = sft_config(args.config, args.base, args.steps, args.seed, overrides)
     workdir = args.workdir or tempfile.mkdtemp(prefix="omnir1_sft_")
     t0 = time.time()

@@ -215,12 +215,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--init", default="", help="continue from this thinker checkpoint (e.g. a grounding-only run)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    from omnir1_jax.config import load_config
+    from omnir1_jax.config import load_config, parse_overrides
 
-    overrides = {}
-    for kv in args.override:
-        k, _, v = kv.partition("=")
-        overrides[k] = json.loads(v) if v[:1] in "0123456789-[{tf\"" else v
+    overrides = parse_overrides(args.override)
     config = load_config(args.config, overrides=overrides)
     init = None
     if args.init:
