@@ -32,23 +32,15 @@ ROW_MODES = {"base": "policy", "sft": "policy", "grpo": "policy", "passthrough":
              "random_keyframes": "random_keyframes"}
 
 
-def load_thinker(config, model, path: str) -> Any:
-    """Host params of the thinker checkpoint at ``path`` (checked against ``model``'s architecture)."""
-    from omnir1_jax.rl.grpo_build import load_reference_params
-
-    cfg = copy.deepcopy(config)
-    with cfg.unlocked():
-        cfg.model.reference_checkpoint = path
-    return load_reference_params(cfg, model)
-
-
-def row_params(config, model, grpo_params: Any) -> dict[str, Any]:
+def row_params(config, model, init_fn, grpo_params: Any) -> dict[str, Any]:
     """Policy params per row (rows without a checkpoint are left out, with a warning)."""
+    from omnir1_jax.eval_pipeline import load_thinker_params
+
     base = config.eval.base_checkpoint or config.model.reference_checkpoint
     out: dict[str, Any] = {}
     for row, path in (("base", base), ("sft", config.eval.sft_checkpoint)):
         if path:
-            out[row] = load_thinker(config, model, path)
+            out[row] = load_thinker_params(config, model, init_fn, path)
         else:
             log.warning("table: no %s checkpoint configured (eval.%s_checkpoint); row left out", row, row)
     for row in ("grpo", "passthrough", "random_keyframes"):
@@ -69,9 +61,9 @@ def run_table(config, workdir: str, grpo_params: Any, mesh: Any = None, progress
         with cfg.unlocked():
             cfg.data.synthetic_root = os.path.join(os.path.abspath(workdir), "data")
     tokenizer = build_tokenizer(cfg)
-    model, _, _ = build_thinker(cfg, tokenizer)
+    model, init_fn, _ = build_thinker(cfg, tokenizer)
     sam, sam_params = load_sam2(cfg)
-    params = row_params(cfg, model, jax.device_get(grpo_params))
+    params = row_params(cfg, model, init_fn, jax.device_get(grpo_params))
     grounder = params.get("base")  # the frozen reference grounds every row's descriptions
     limit = int(cfg.eval.table_limit) or None
     results: dict[str, dict] = {}

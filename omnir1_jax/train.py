@@ -185,11 +185,11 @@ def default_evaluator(config, workdir: str, mesh=None):
         if "params" not in grounder:
             grounder["params"] = None
             if cfg.model.reference_checkpoint and cfg.rl.grounder == "reference":
-                from omnir1_jax.embedded import load_thinker
+                from omnir1_jax.eval_pipeline import load_thinker_params
                 from omnir1_jax.rl.task import build_thinker, build_tokenizer
 
-                grounder["params"] = load_thinker(cfg, build_thinker(cfg, build_tokenizer(cfg))[0],
-                                                  cfg.model.reference_checkpoint)
+                model, init_fn, _ = build_thinker(cfg, build_tokenizer(cfg))
+                grounder["params"] = load_thinker_params(cfg, model, init_fn, cfg.model.reference_checkpoint)
         return make_params_bundle(cfg, params, grounder_params=grounder["params"])
 
     def evaluate(state) -> dict[str, float]:

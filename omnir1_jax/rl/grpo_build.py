@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Any, Mapping
 
 import jax
@@ -87,20 +86,6 @@ def make_step_batch(host: Mapping[str, Any], tokenizer, config, model, hires_gri
     return shapes, out
 
 
-def load_reference_params(config, model) -> Any:
-    """Host params of ``model.reference_checkpoint`` (a thinker checkpoint of the same architecture)."""
-    from omnir1_jax.models.qwen_omni import load_checkpoint
-
-    path = config.model.reference_checkpoint
-    if not os.path.isfile(os.path.join(path, "thinker_config.json")):
-        raise FileNotFoundError(f"config.model.reference_checkpoint: {path} holds no thinker_config.json "
-                                "(write one with omnir1-convert qwen-omni or the warm-start scripts)")
-    loaded, params = load_checkpoint(path, model.dtype, model.param_dtype, model.remat)
-    if loaded.config != model.config:
-        raise ValueError(f"config.model.reference_checkpoint: {path} holds a different thinker than the policy")
-    return params
-
-
 def build(config, mesh: Mesh, workdir: str) -> Task:
     """GRPO Task; see :class:`omnir1_jax.rl.task.Task`."""
     from data_pipelines.pipeline import SourceSpec, make_source
@@ -136,7 +121,10 @@ def build(config, mesh: Mesh, workdir: str) -> Task:
         # (e.g. GRPO started from an SFT checkpoint keeps the Base thinker as grounder and KL anchor).
         needs_ref = config.rl.beta > 0 or config.rl.grounder == "reference"
         if needs_ref and config.model.reference_checkpoint:
-            frozen["ref"] = jax.device_put(load_reference_params(config, model), setup.param_shardings)
+            from omnir1_jax.eval_pipeline import load_thinker_params
+
+            ref = load_thinker_params(config, model, init_fn, config.model.reference_checkpoint)
+            frozen["ref"] = jax.device_put(ref, setup.param_shardings)
         else:
             frozen["ref"] = jax.tree_util.tree_map(jnp.copy, state.params) if needs_ref else None
         frozen["sam"] = jax.device_put(seg_params, jax.sharding.NamedSharding(mesh, jax.P()))
