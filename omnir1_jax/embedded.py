@@ -128,3 +128,58 @@ def plot_curves(workdir: str) -> str | None:
 CURVE_KEYS = ("reward_mean", "format_rate", "reward/format_reward", "reward/total_frame_reward",
               "reward/total_overlap_reward", "reward/acc", "reward/sam_iou", "reward/len_bonus", "kl",
               "completion_len", "eval/refavs_val/JF", "eval/refavs_val/J", "eval/refavs_val/F")
+
+
+# ----------------------------------------------------------------------------- several seeds
+def aggregate_seeds(results: list[Mapping[str, Any]]) -> dict:
+    """``{split: {row: {metric: {"mean", "std", "n"}}}}`` over several runs' ``results.json`` (sample std)."""
+    import numpy as np
+
+    out: dict = {}
+    for split in results[0]:
+        out[split] = {}
+        for row in ROWS:
+            vals = {k: [r[split][row][k] for r in results if row in r.get(split, {})] for k in ("J", "F", "JF")}
+            if not vals["JF"]:
+                continue
+            out[split][row] = {k: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1
+                                   else float("nan"), "n": len(v)} for k, v in vals.items()}
+    return out
+
+
+def format_seed_table(agg: Mapping[str, Any]) -> str:
+    """Markdown: J&F mean ± std over seeds, one row per system and one column per split."""
+    splits = list(agg)
+    lines = ["| row | " + " | ".join(f"{s} J&F" for s in splits) + " |", "|---|" + "---:|" * len(splits)]
+    for r in ROWS:
+        if any(r in agg[s] for s in splits):
+            cells = [f"{agg[s][r]['JF']['mean']:.1f} ± {agg[s][r]['JF']['std']:.1f}" if r in agg[s] else "-"
+                     for s in splits]
+            lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m omnir1_jax.embedded WORKDIR...``: the seed table over several runs' ``results.json``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="mean ± std of the embedded default's table over several runs")
+    ap.add_argument("workdirs", nargs="+", help="workdirs of omnir1-train runs (each has results.json)")
+    ap.add_argument("--json", default="", help="also write the aggregate here")
+    args = ap.parse_args(argv)
+    runs = []
+    for d in args.workdirs:
+        path = os.path.join(d, "results.json")
+        if not os.path.isfile(path):
+            raise SystemExit(f"{path}: missing (did the run finish with eval.final_table set?)")
+        with open(path) as fh:
+            runs.append(json.load(fh))
+    agg = aggregate_seeds(runs)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(agg, fh, indent=1, allow_nan=True)
+    print(format_seed_table(agg))
+
+
+if __name__ == "__main__":
+    main()

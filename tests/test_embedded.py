@@ -23,6 +23,21 @@ def test_format_and_write_results(tmp_path):
     assert (tmp_path / "results.md").read_text().strip() == table
 
 
+def test_seed_table_mean_and_std(tmp_path, capsys):
+    runs = []
+    for i, (b, g) in enumerate([(10.0, 30.0), (12.0, 34.0), (14.0, 38.0)]):
+        res = {"refavs_test": {"base": {"J": b, "F": b, "JF": b}, "grpo": {"J": g, "F": g, "JF": g}}}
+        (tmp_path / f"s{i}").mkdir()
+        embedded.write_results(str(tmp_path / f"s{i}"), res)
+        runs.append(res)
+    agg = embedded.aggregate_seeds(runs)
+    assert agg["refavs_test"]["grpo"]["JF"] == {"mean": 34.0, "std": 4.0, "n": 3}
+    embedded.main([str(tmp_path / f"s{i}") for i in range(3)] + ["--json", str(tmp_path / "agg.json")])
+    out = capsys.readouterr().out.splitlines()
+    assert out[2] == "| base | 12.0 ± 2.0 |" and out[3] == "| grpo | 34.0 ± 4.0 |"
+    assert json.load(open(tmp_path / "agg.json"))["refavs_test"]["base"]["J"]["mean"] == 12.0
+
+
 def test_shipped_checkpoints_exist_and_are_small():
     cfg = load_config(CONFIG)
     paths = [cfg.model.reference_checkpoint, cfg.eval.sft_checkpoint, cfg.model.checkpoint, cfg.segmenter.checkpoint]

@@ -46,6 +46,9 @@ def test_sample_example_shapes_and_targets():
     assert ex["target"].min() >= 0 and ex["target"].max() <= 1
     b = ex["boxes"][ex["box_valid"]]
     assert np.all(b[:, 2:] > b[:, :2]) and b.min() >= 0 and b.max() <= cfg.image_size
+    short = W.sample_batch(np.random.default_rng(4), cfg, 3, frames=2)  # the cheap box -> mask phase
+    assert short["pixels"].shape == (3, 2, 3, cfg.image_size, cfg.image_size)
+    assert short["target"].shape == (3, o, 2, h, h) and short["box_valid"].any(axis=2).all()
 
 
 def test_pool_masks_is_area_average():

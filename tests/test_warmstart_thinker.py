@@ -65,12 +65,21 @@ def test_video_and_audio_examples(setup):
         T.make_example("keyframes", rng, shapes, tok)
 
 
+def test_selection_score_adds_box_iou_and_mean_qa_exact():
+    assert W.selection_score({"ground/box_iou": 0.25, "ground/exact": 1.0, "when/exact": 0.5, "hear/exact": 0.0}) \
+        == pytest.approx(0.5)
+    assert W.selection_score({"ground/box_iou": 0.1}) == pytest.approx(0.1)
+
+
 def test_warmstart_step_learns_and_checkpoint_round_trips(setup, tmp_path):
     from omnir1_jax.models.qwen_omni import load_checkpoint
 
     config, tok, model, _, shapes = setup
     res = W.train_base(config, str(tmp_path / "base"), steps=4, seed=1, batch=2, tasks=("ground",),
-                       log_every=2, progress=False)
+                       log_every=2, progress=False, eval_every=2, eval_n=2)
+    assert [e["step"] for e in res["evals"]] == [2, 4]  # held-out score every 2 steps, best step kept
+    best = max(res["evals"], key=W.selection_score)
+    assert res["kept_step"] == best["step"]
     assert all(np.isfinite(v) for row in res["curve"] for k, v in row.items() if k != "step")
     assert set(res["scores"]) >= {"ground/box_iou", "ground/parse_rate", "ground/exact"}
     assert 0.0 <= res["scores"]["ground/parse_rate"] <= 1.0

@@ -59,7 +59,7 @@ def sample_example(rng: np.random.Generator, cfg: Sam2Config, t_len: int = TRAIN
     from data_pipelines.synthetic.world import make_clip
 
     while True:
-        n = int(rng.integers(t_len, 2 * t_len + 1))
+        n = int(rng.integers(max(t_len, 4), max(2 * t_len, 4) + 1))  # the world needs >= 4 frames per clip
         frames, masks = render_clip(make_clip(rng, "warm", num_frames=n, height=HEIGHT, width=WIDTH))
         s = int(rng.integers(0, n - t_len + 1))
         frames, masks = frames[s:s + t_len], masks[:, s:s + t_len]
@@ -85,9 +85,10 @@ def sample_example(rng: np.random.Generator, cfg: Sam2Config, t_len: int = TRAIN
             "target": pool_masks(masks[pick], cfg.mask_size)}
 
 
-def sample_batch(rng: np.random.Generator, cfg: Sam2Config, batch: int) -> dict[str, np.ndarray]:
-    """``batch`` stacked :func:`sample_example` clips."""
-    exs = [sample_example(rng, cfg) for _ in range(batch)]
+def sample_batch(rng: np.random.Generator, cfg: Sam2Config, batch: int, frames: int = TRAIN_FRAMES
+                 ) -> dict[str, np.ndarray]:
+    """``batch`` stacked :func:`sample_example` clips of ``frames`` frames."""
+    exs = [sample_example(rng, cfg, frames) for _ in range(batch)]
     return {k: np.stack([e[k] for e in exs]) for k in exs[0]}
 
 
@@ -270,13 +271,15 @@ def init_params(cfg: Sam2Config, seed: int) -> Params:
 def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, log_every: int = 50,
                learning_rate: float = 3e-4, eval_clips: int = 20, progress: bool = True,
                params: Params | None = None, fixed_batch: bool = False, val_every: int = 200,
-               bptt: bool = False) -> dict:
+               bptt: bool = False, frames: int = TRAIN_FRAMES, warmup: int | None = None) -> dict:
     """Trains the tiny SAM2 for ``steps`` steps; returns metrics (J before/after, loss curve) and ``params``.
 
     Every ``val_every`` steps J is measured on 8 validation clips (their own RNG stream, not the reported
     held-out clips) and the best params are kept, which guards against late loss spikes.
     ``fixed_batch`` repeats the first batch every step (an overfitting check for tests). ``bptt`` backpropagates
     through the tracked-frame memories (about 3x slower per step; the shipped checkpoint was made without it).
+    ``frames`` = 2 trains mostly the box -> mask skill (one or both frames are conditioning frames; several
+    times cheaper per step than 8), a first phase before tracking clips (continue with ``params``).
     """
     import optax
     from tqdm import tqdm
@@ -291,18 +294,19 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
     j_before = evaluate_j(model, params, clips) if clips else None
     if progress:
         print(f"held-out J before training: {j_before}", flush=True)
-    sched = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 10), max(steps, 2), 0.05)
+    warmup = max(1, steps // 10) if warmup is None else max(1, warmup)
+    sched = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, max(steps, warmup + 1), 0.05)
     tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(sched, b2=0.99, eps=1e-6, weight_decay=0.0))
     opt_state = tx.init(params)
     params = jax.tree.map(jnp.array, params)  # the step donates its inputs
     step = make_train_step(model, tx, bptt)
     rng = np.random.default_rng(seed)
-    curve, run, first = [], [], sample_batch(rng, cfg, batch)
+    curve, run, first = [], [], sample_batch(rng, cfg, batch, frames)
     bar = tqdm(range(steps), desc="warm-start sam2", disable=not progress, dynamic_ncols=True)
     val = heldout_clips(8, seed + 1_000, frames=(8,)) if val_every and eval_clips else []
     best = (-1.0, 0, None)
     for i in bar:
-        data = first if fixed_batch or i == 0 else sample_batch(rng, cfg, batch)
+        data = first if fixed_batch or i == 0 else sample_batch(rng, cfg, batch, frames)
         params, opt_state, m = step(params, opt_state, data)
         run.append(m)
         if (i + 1) % log_every == 0 or i + 1 == steps:
@@ -319,7 +323,7 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
     params = jax.device_get(params) if best[2] is None else best[2]
     j_after = evaluate_j(model, params, clips) if clips else None
     result = {"steps": steps, "seed": seed, "batch": batch, "learning_rate": learning_rate,
-              "train_frames": TRAIN_FRAMES, "bptt": bptt, "eval_clips": eval_clips, "kept_step": best[1] or steps,
+              "train_frames": frames, "warmup": warmup, "bptt": bptt, "eval_clips": eval_clips, "kept_step": best[1] or steps,
               "j_before": j_before, "j_after": j_after,
               "j_ceiling_16x16": ceiling_j(clips, cfg.mask_size) if clips else None, "curve": curve,
               "wall_s": round(time.time() - t0, 1)}
@@ -343,9 +347,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--eval_clips", type=int, default=20)
     ap.add_argument("--val_every", type=int, default=200)
     ap.add_argument("--bptt", action="store_true", help="backpropagate through tracked-frame memories")
+    ap.add_argument("--frames", type=int, default=TRAIN_FRAMES, help="frames per training clip (>= 2; 2: mostly box -> mask)")
+    ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default steps / 10)")
+    ap.add_argument("--init", default="", help="continue from this SAM2 checkpoint (e.g. a --frames 1 run)")
     a = ap.parse_args(argv)
+    init = None
+    if a.init:
+        from omnir1_jax.models.sam2.convert import load_checkpoint
+
+        init = load_checkpoint(a.init)[1]
     r = train_sam2(a.out, a.steps, a.seed, a.batch, a.log_every, a.lr, a.eval_clips, val_every=a.val_every,
-                   bptt=a.bptt)
+                   bptt=a.bptt, params=init, frames=a.frames, warmup=a.warmup)
     keys = ("steps", "seed", "kept_step", "j_before", "j_after", "j_ceiling_16x16", "wall_s")
     print(json.dumps({k: r[k] for k in keys}
                      | {"final_loss": r["curve"][-1]["loss"] if r["curve"] else None}))

@@ -141,10 +141,22 @@ def score(model, params, shapes: T.TaskShapes, tokenizer: Any, plens: dict, n: i
 
 
 # ----------------------------------------------------------------------------- training
+def selection_score(scores: dict) -> float:
+    """One number to pick the best held-out step: grounding box IoU plus the mean exact-match of the QA tasks."""
+    exact = [v for k, v in scores.items() if k.endswith("/exact") and not k.startswith("ground")]
+    return float(scores.get("ground/box_iou", 0.0) + (np.mean(exact) if exact else 0.0))
+
+
 def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: int = 16,
                learning_rate: float = 2e-3, tasks: Sequence[str] = T.TASKS, log_every: int = 50,
-               progress: bool = True, init_params: Any = None, tower_lr_scale: float = 0.1) -> dict:
-    """Warm-starts the tiny thinker of ``config`` for ``steps`` steps; returns metrics (+ ``params``)."""
+               progress: bool = True, init_params: Any = None, tower_lr_scale: float = 0.1,
+               warmup: int | None = None, eval_every: int = 0, eval_n: int = 32) -> dict:
+    """Warm-starts the tiny thinker of ``config`` for ``steps`` steps; returns metrics (+ ``params``).
+
+    With ``eval_every`` > 0 the held-out skill (:func:`score`) is measured every ``eval_every`` steps and the
+    params of the best step by :func:`selection_score` are the ones returned and written (tiny models trained
+    this long can spike late; the kept step is recorded as ``kept_step``).
+    """
     import optax
     from tqdm import tqdm
 
@@ -160,7 +172,8 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
     shapes = T.TaskShapes.from_config(config, model)
     plens = {t: prompt_length(t, shapes, tokenizer) for t in tasks}
     params = init_params if init_params is not None else jax.jit(lambda k: unbox(init_fn(k)))(jax.random.PRNGKey(seed))
-    sched = optax.warmup_cosine_decay_schedule(0.0, learning_rate, max(1, steps // 20), max(steps, 2), 0.05)
+    warmup = max(1, steps // 20) if warmup is None else max(1, warmup)
+    sched = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, max(steps, warmup + 1), 0.05)
     tower_sched = lambda s: tower_lr_scale * sched(s)  # noqa: E731
     labels = jax.tree_util.tree_map_with_path(
         lambda p, _: "tower" if any(t in jax.tree_util.keystr(p) for t in ("visual", "audio_tower")) else "lm", params)
@@ -176,6 +189,8 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
     rng = np.random.default_rng(seed)
     curve: list[dict] = []
     run = {t: [] for t in tasks}
+    evals: list[dict] = []
+    best = (-1.0, 0, None)  # (selection score, step, params on the host)
     bar = tqdm(range(steps), desc="warm-start base", disable=not progress, dynamic_ncols=True)
     for i in bar:
         task = tasks[i % len(tasks)]
@@ -190,10 +205,17 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
             curve.append(row)
             run = {t: [] for t in tasks}
             bar.set_postfix({k.split("/")[1]: f"{v:.3f}" for k, v in row.items() if k != "step"})
-    params = state.params
+        if eval_every and ((i + 1) % eval_every == 0 or i + 1 == steps):
+            sc = score(model, state.params, shapes, tokenizer, plens, n=eval_n)
+            evals.append({"step": i + 1, **sc})
+            log.warning("step %d held-out %s", i + 1, json.dumps({k: round(v, 3) for k, v in sc.items()}))
+            if selection_score(sc) > best[0]:
+                best = (selection_score(sc), i + 1, jax.device_get(state.params))
+    params, kept = (best[2], best[1]) if best[2] is not None else (state.params, steps)
     scores = score(model, params, shapes, tokenizer, plens)
-    result = {"steps": steps, "seed": seed, "batch": batch, "learning_rate": learning_rate, "tasks": list(tasks),
-              "prompt_lengths": plens, "curve": curve, "scores": scores, "wall_s": round(time.time() - t_start, 1)}
+    result = {"steps": steps, "seed": seed, "batch": batch, "learning_rate": learning_rate, "warmup": warmup,
+              "tasks": list(tasks), "prompt_lengths": plens, "curve": curve, "evals": evals, "kept_step": kept,
+              "scores": scores, "wall_s": round(time.time() - t_start, 1)}
     if out_dir:
         save_checkpoint(jax.device_get(params), model.config, out_dir)
         with open(os.path.join(out_dir, "warmstart.json"), "w") as fh:
@@ -211,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--tasks", default=",".join(T.TASKS))
+    ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default steps / 20)")
+    ap.add_argument("--eval_every", type=int, default=0, help="held-out score every N steps; keep the best step")
+    ap.add_argument("--eval_n", type=int, default=32, help="held-out examples per task and evaluation")
     ap.add_argument("--override", action="append", default=[], help="config override KEY=VALUE (repeatable)")
     ap.add_argument("--init", default="", help="continue from this thinker checkpoint (e.g. a grounding-only run)")
     args = ap.parse_args(argv)
@@ -225,8 +250,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         init = load_checkpoint(args.init)[1]
     res = train_base(config, args.out, args.steps, args.seed, args.batch, args.lr, tuple(args.tasks.split(",")),
-                     init_params=init)
-    print(json.dumps({"scores": res["scores"], "wall_s": res["wall_s"], "out": args.out}))
+                     init_params=init, warmup=args.warmup, eval_every=args.eval_every, eval_n=args.eval_n)
+    print(json.dumps({"scores": res["scores"], "kept_step": res["kept_step"], "wall_s": res["wall_s"],
+                      "out": args.out}))
 
 
 if __name__ == "__main__":
