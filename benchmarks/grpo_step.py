@@ -58,7 +58,7 @@ def host_batch(tok: Any, cfg: Any, B: int) -> dict[str, np.ndarray]:
     }
 
 
-def build_env(G: int, T: int, B: int = 2, Tg: int = 8, lr: float = 1e-6) -> dict[str, Any]:
+def build_env(G: int, T: int, B: int = 2, Tg: int = 8, lr: float = 1e-6, micro_batch: int = 8) -> dict[str, Any]:
     """Tiny thinker + tiny SAM2 + one VOS batch + settings + optimizer (the construction of test_grpo_step)."""
     from omnir1_jax import parallel
     from omnir1_jax.models.qwen_omni import Thinker, init_params
@@ -84,7 +84,8 @@ def build_env(G: int, T: int, B: int = 2, Tg: int = 8, lr: float = 1e-6) -> dict
     shapes = BatchShapes.from_host(video_grid_thw=[VGRID] * B, hires_grid_thw=HGRID)
     spec = build_spec(tok, HGRID, max_desc_tokens=8, vocab_size=cfg.vocab_size)
     s = GRPOSettings(task="vos", num_generations=G, max_new_tokens=T, stop_ids=(), pad_id=tok.pad_id,
-                     grounding_max_new_tokens=Tg, micro_batch_completions=min(8, B * G), logprob_chunk_size=128,
+                     grounding_max_new_tokens=Tg, micro_batch_completions=min(micro_batch, B * G),
+                     logprob_chunk_size=128,
                      weights=RewardWeights(alpha_g=2.0))
     tx, _ = optim.make_optimizer(params, learning_rate=lr, total_steps=1000, freeze=("visual", "audio_tower"))
 
@@ -134,13 +135,13 @@ def theirs_recipe(e: dict[str, Any], tmp: str) -> Any:
                        variant=e["spec"].variant)
 
 
-def run(G: int, T: int, repeats: int, torch_threads: int, B: int = 2) -> dict[str, Any]:
+def run(G: int, T: int, repeats: int, torch_threads: int, B: int = 2, micro_batch: int = 8) -> dict[str, Any]:
     """Interleaved steps of both sides; medians, ratio, per-stage breakdowns, our compile time."""
     import torch
 
     torch.set_num_threads(torch_threads)
     t0 = time.perf_counter()
-    e = build_env(G, T, B)
+    e = build_env(G, T, B, micro_batch=micro_batch)
     fused, halves = ours_fns(e, split=False), ours_fns(e, split=True)
     log = lambda msg: print(f"[grpo_step] {msg} at {time.perf_counter() - t0:.1f}s", file=sys.stderr)  # noqa: E731
     log("built")
@@ -161,7 +162,8 @@ def run(G: int, T: int, repeats: int, torch_threads: int, B: int = 2) -> dict[st
     med = {k: common.summary(v)["median_s"] for k, v in times.items()}
     breakdown = {k: float(np.median([s[k] for s in stages])) for k in stages[0]}
     return {
-        "B": B, "G": G, "completions": B * G, "max_new_tokens": T, "grounding_max_new_tokens": e["Tg"],
+        "B": B, "G": G, "completions": B * G, "micro_batch_completions": min(micro_batch, B * G),
+        "max_new_tokens": T, "grounding_max_new_tokens": e["Tg"],
         "keyframes": e["s"].max_keyframes, "frames": F, "sam_side": S, "torch_threads": torch_threads,
         "ours_step_s": med["ours"], "theirs_step_s": med["theirs"], "ratio": med["theirs"] / med["ours"],
         "ours_compile_s": max(first_s - med["ours"], 0.0), "ours_first_call_s": first_s,
@@ -186,11 +188,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--batch", type=int, default=2, help="prompts per step (each sampled G times)")
     p.add_argument("--torch-threads", type=int, default=1,
                    help="torch.set_num_threads (1 is the fastest on an oversubscribed shared CPU)")
+    p.add_argument("--micro-batch", type=int, default=8,
+                   help="our update's micro-batch of completions (torch runs all completions in one batch)")
     args = p.parse_args(argv)
     G, T, B = smoke_shape() if args.smoke else (args.G, args.max_new_tokens, args.batch)
     repeats = args.repeats or (1 if args.smoke else 5)
     t0 = time.perf_counter()
-    row = run(G, T, repeats, args.torch_threads, B)
+    row = run(G, T, repeats, args.torch_threads, B, args.micro_batch)
     print(f"[grpo_step] done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     flat = {**row, **{f"theirs_{k}_s": v for k, v in row["theirs_stages_s"].items()}}
     print(common.table([flat], ["completions", "max_new_tokens", "ours_step_s", "theirs_step_s", "ratio",

@@ -72,7 +72,7 @@ def test_json_fields(recipe, tmp_path, monkeypatch):
     import jax.numpy as jnp
 
     env = {"G": G, "T": T, "Tg": TG, "s": types.SimpleNamespace(max_keyframes=K)}
-    monkeypatch.setattr(grpo_step, "build_env", lambda g, t, b: env)
+    monkeypatch.setattr(grpo_step, "build_env", lambda g, t, b, **kw: env)
     monkeypatch.setattr(grpo_step, "theirs_recipe", lambda e, tmp: recipe)
     stub = lambda: {"completion_len": jnp.float32(T)}  # noqa: E731
     monkeypatch.setattr(grpo_step, "ours_fns", lambda e, split: {"rollout": stub, "update": stub} if split
@@ -86,5 +86,5 @@ def test_json_fields(recipe, tmp_path, monkeypatch):
     for k in ("ours_step_s", "theirs_step_s", "ours_compile_s", "ours_rollout_half_s", "ours_update_half_s"):
         assert row[k] >= 0, k
     assert set(row["theirs_stages_s"]) >= {"generate", "ground", "sam2", "rewards", "update"}
-    assert row["completions"] == G and row["max_new_tokens"] == T
+    assert row["completions"] == G and row["max_new_tokens"] == T and row["micro_batch_completions"] == min(8, G)
     assert on_disk["environment"]["jax_backend"] == "cpu"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,6 +108,40 @@ def test_update_follows_the_advantages(env):
     assert np.all(np.sign(delta) == np.asarray(adv)), delta
     assert float(metrics["grad_norm"]) > 0
     jax.tree.map(np.testing.assert_array_equal, old_visual, jax.tree.map(np.asarray, new_state.params["visual"]))
+
+
+def test_shared_prompt_prefix_equals_full_teacher_forced_pass(env):
+    """Prompt run once per group (KV cache) = the full prompt ++ completion pass: log-probs, entropy, grads."""
+    e = env
+    state = e["fresh_state"]()
+    ro = e["split"].rollout(e["shapes"], state.params, e["ref"], e["sam_params"], e["batch"],
+                            grpo.GRPOStep.step_rng(state))
+    assert int(jnp.sum(ro["mask"])) > B * G  # real completions, not all stopped at once
+
+    def value_and_grad(s, rows):
+        def f(p):
+            logp, ent = grpo.sequence_logprobs(e["models"], s, p, e["batch"], ro, rows, return_entropy=True,
+                                               contiguous=True)
+            w = jnp.arange(1, logp.shape[1] + 1, dtype=jnp.float32)  # weights: every position matters
+            return jnp.sum(logp * w * ro["mask"][rows]), (logp, ent)
+        return jax.jit(jax.value_and_grad(f, has_aux=True))(state.params)
+
+    full = dataclasses.replace(e["s"], share_prompt_prefix=False)
+    rows = jnp.arange(B * G)  # two prompts of G completions each
+    (_, (lp_s, ent_s)), g_s = value_and_grad(e["s"], rows)
+    (_, (lp_f, ent_f)), g_f = value_and_grad(full, rows)
+    np.testing.assert_allclose(np.asarray(lp_s), np.asarray(lp_f), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(ent_s), np.asarray(ent_f), atol=2e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6 + 1e-5 * np.abs(b).max()),
+                 g_s, g_f)
+    assert sum(float(jnp.sum(x * x)) for x in jax.tree.leaves(g_s)) > 0
+    # A micro-batch smaller than the group (one completion): still its prompt once; = the sampler's log-probs.
+    one = jnp.arange(G + 1, G + 2)
+    lp1 = jax.jit(lambda p: grpo.sequence_logprobs(e["models"], e["s"], p, e["batch"], ro, one, contiguous=True))
+    lp1 = np.asarray(lp1(state.params))[0]
+    np.testing.assert_allclose(lp1, np.asarray(lp_f)[G + 1], atol=2e-5)
+    m = np.asarray(ro["mask"])[G + 1].astype(bool)
+    np.testing.assert_allclose(lp1[m], np.asarray(ro["sample_logprobs"])[G + 1][m], atol=1e-4)
 
 
 def test_nonfinite_update_is_skipped(env):

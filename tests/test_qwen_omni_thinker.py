@@ -207,8 +207,10 @@ def test_prefill_then_cached_decode_equals_full_forward(hf_and_ours):
     full, stepped, cache = jax.jit(run)(params, dyn)
     valid = mask.astype(bool)
     assert np.abs(np.asarray(full) - np.asarray(stepped))[valid].max() < 1e-4
-    assert cache["k"].shape == (model.config.num_hidden_layers, B, L + 2, 2, 16)
-    assert float(jnp.abs(cache["k"][:, :, L:]).max()) == 0.0  # slots past the written block untouched
+    assert cache["k"].shape == (model.config.num_hidden_layers, B, 2, L + 2, 16)  # [layers, B, KV, S, hd]
+    assert float(jnp.abs(cache["k"][:, :, :, L:]).max()) == 0.0  # slots past the written block untouched
+    written = np.asarray(jnp.abs(cache["k"][:, :, :, :L]).max(axis=-1) > 0)  # [layers, B, KV, L]
+    assert written.transpose(1, 3, 0, 2)[valid].all()  # every real token's slot is set, in every layer
 
 
 def test_greedy_32_tokens_match_transformers_generate(hf_and_ours):

@@ -383,6 +383,63 @@ def test_inverse_cdf_two_level_equals_one_level_and_skips_zero_weights():
     assert len(np.unique(two)) > 20  # many indices reached, incl. across block boundaries
 
 
+def _chi2_pvalue(tokens: np.ndarray, probs: np.ndarray) -> float:
+    """Chi-square goodness-of-fit p-value of sampled ``tokens`` against ``probs`` (zero-mass tokens must not occur)."""
+    from scipy.stats import chisquare
+
+    counts = np.bincount(tokens, minlength=len(probs)).astype(np.float64)
+    live = probs > 0
+    assert counts[~live].sum() == 0, "drew a token outside the kept set"
+    return float(chisquare(counts[live], probs[live] / probs[live].sum() * counts.sum()).pvalue)
+
+
+@pytest.mark.parametrize("path", ["fast", "fallback", "full", "top_k", "two_level"])
+def test_inverse_cdf_sampling_matches_exact_distribution_chi2(path):
+    """Every sampling path draws from the exact (top-k / top-p renormalised) distribution: chi-square over
+    20k draws accepts it, and rejects the same counts against a plausible wrong distribution."""
+    rs = np.random.RandomState(7)
+    top_p, top_k, cand = {"fast": (0.8, 0, 8), "fallback": (0.8, 0, 2), "full": (1.0, 0, 64),
+                          "top_k": (0.9, 5, 64), "two_level": (1.0, 0, 64)}[path]
+    if path == "two_level":  # > 4 blocks of 256: the two-level cumsum; mass on 12 ids spread over the blocks
+        vocab, draws = 1500, 4000
+        logits = np.full(vocab, -40.0)
+        hot = np.array([3, 255, 256, 257, 511, 700, 900, 1023, 1024, 1200, 1401, 1499])
+        logits[hot] = rs.randn(12)
+    else:
+        vocab, draws = 14, 20000
+        logits = rs.randn(vocab) * 1.2
+    temp = 0.9
+    scaled = logits / temp
+    p = np.exp(scaled - scaled.max())
+    p /= p.sum()
+    keep = np.ones(vocab, bool)
+    if top_k:
+        keep &= scaled >= np.sort(scaled)[-top_k]
+    if top_p < 1.0:
+        keep &= _np_nucleus(np.where(keep, scaled, -np.inf)[None], top_p)[0]
+    exact = np.where(keep, p, 0.0)
+    exact /= exact.sum()
+    if path in ("fast", "fallback"):  # the path the op must take: fallback iff the nucleus exceeds the cap
+        assert (keep.sum() > cand) == (path == "fallback")
+    rows = jnp.asarray(np.repeat(logits[None], draws, 0), jnp.float32)
+    fn = jax.jit(functools.partial(sampling_ops.select_tokens, temperature=temp, top_p=top_p, top_k=top_k,
+                                   candidates=cand))
+    tok = np.asarray(fn(jax.random.PRNGKey(11), rows)[0])
+    if path == "two_level":  # bucket the negligible tail (total mass ~1e-14) away
+        assert np.isin(tok, hot).all()
+        tok = np.searchsorted(hot, tok)
+        exact = exact[hot] / exact[hot].sum()
+    assert _chi2_pvalue(tok, exact) > 1e-3
+    # Power: a wrong distribution (untruncated, or a tempered one without truncation) is rejected.
+    wrong = p[hot] / p[hot].sum() if path == "two_level" else p
+    if path in ("full", "two_level"):
+        wrong = wrong ** 1.3 / (wrong ** 1.3).sum()
+    counts = np.bincount(tok, minlength=len(wrong)).astype(np.float64)
+    from scipy.stats import chisquare
+
+    assert chisquare(counts, wrong * counts.sum()).pvalue < 1e-6
+
+
 # ----------------------------------------------------------------------------------------------------
 # The real tiny thinker (audio + image prompts) against transformers.
 # ----------------------------------------------------------------------------------------------------
@@ -516,4 +573,4 @@ def test_7b_shaped_sampler_traces_with_static_shapes():
     out = jax.eval_shape(functools.partial(sample_jit, model, cfg=cfg), params, emb, pos, mask,
                          jax.random.PRNGKey(0))
     assert out.tokens.shape == out.logprobs.shape == out.mask.shape == (b * g, t)
-    assert out.cache["k"].shape == (28, b * g, p + t, 4, 128) and out.cache["k"].dtype == jnp.bfloat16
+    assert out.cache["k"].shape == (28, b * g, 4, p + t, 128) and out.cache["k"].dtype == jnp.bfloat16

@@ -116,8 +116,28 @@ class HeadsOut(nn.Module):
         return jnp.einsum("blhk,hkd->bld", x.astype(self.dtype), kernel.astype(self.dtype))
 
 
+CACHE_LAYER_AXES = ("cache_batch", "cache_kv_heads", "cache_length", "cache_head_dim")  # one layer's cache
+
+
+def _gqa_scores(qg: Array, keys: Array, dtype: Dtype) -> Array:
+    """Scores ``[B, KV, G, L, S]`` of grouped queries ``[B, L, KV, G, hd]`` against keys ``[B, KV, S, hd]``."""
+    return jnp.einsum("blkgd,bksd->bkgls", qg, keys.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def _gqa_values(probs: Array, values: Array, dtype: Dtype) -> Array:
+    """Weighted values ``[B, L, KV, G, hd]`` from probs ``[B, KV, G, L, S]`` and values ``[B, KV, S, hd]``."""
+    return jnp.einsum("bkgls,bksd->blkgd", probs.astype(dtype), values.astype(dtype))
+
+
 class Attention(nn.Module):
-    """Grouped-query self-attention with rotary and an optional KV cache (written at ``cache_index``)."""
+    """Grouped-query self-attention with rotary and an optional read-only KV cache.
+
+    The cache is laid out ``[B, KV, S, hd]`` so the score and value dots read it without a transpose.  The
+    module never writes the cache: it returns this block's keys/values ``[B, KV, L, hd]`` and the caller
+    writes them at ``cache_index`` (once for all layers, in place, see ``TextDecoder``).  For a single-token
+    step the new key is attended as a separate block (old slots ``< cache_index`` + the new one), so the
+    step never writes into the cache; longer blocks (prefill) attend over a copy with the block written in.
+    """
 
     num_heads: int
     num_kv_heads: int
@@ -130,7 +150,10 @@ class Attention(nn.Module):
     @nn.compact
     def __call__(self, x: Array, cos: Array, sin: Array, key_mask: Array, cache: dict | None,
                  cache_index: Array) -> tuple[Array, dict]:
-        """x ``[B, L, D]``; key_mask ``[B, S]`` (valid key slots); cache ``{"k","v": [B, S, KV, hd]}`` or None."""
+        """x ``[B, L, D]``; key_mask ``[B, S]`` (valid key slots); cache ``{"k","v": [B, KV, S, hd]}`` or None.
+
+        Returns ``(y [B, L, D], {"k","v": [B, KV, L, hd]})`` (the block's keys/values, in the cache dtype).
+        """
         B, L, D = x.shape
         H, KV, hd = self.num_heads, self.num_kv_heads, self.head_dim
 
@@ -143,33 +166,42 @@ class Attention(nn.Module):
         v = constrain(proj("v_proj", KV, "kv_heads"), ("act_batch", "act_length", "act_kv_heads", None))
         q = apply_rotary(q, cos, sin)  # [B, L, H, hd]
         k = apply_rotary(k, cos, sin)  # [B, L, KV, hd]
-
-        if cache is None:
-            keys, values = k, v  # S == L
-            new_cache = {"k": k, "v": v}
-        else:
-            start = (0, cache_index, 0, 0)
-            keys = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), start)
-            values = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), start)
-            cache_names = ("cache_batch", "cache_length", "cache_kv_heads", "cache_head_dim")
-            keys, values = constrain(keys, cache_names), constrain(values, cache_names)
-            new_cache = {"k": keys, "v": values}
-        S = keys.shape[1]
-
-        # Causal over absolute slots: query i sits in slot cache_index + i.
-        q_slot = cache_index + jnp.arange(L, dtype=jnp.int32)  # [L]
-        causal = jnp.arange(S, dtype=jnp.int32)[None, :] <= q_slot[:, None]  # [L, S]
-        allowed = causal[None, :, :] & key_mask.astype(bool)[:, None, :]  # [B, L, S]
-
+        store = self.dtype if cache is None else cache["k"].dtype
+        k_blk = k.transpose(0, 2, 1, 3).astype(store)  # [B, KV, L, hd]
+        v_blk = v.transpose(0, 2, 1, 3).astype(store)
         qg = q.reshape(B, L, KV, H // KV, hd)  # head h = kv * G + g, as transformers' repeat_kv
-        scores = jnp.einsum("blkgd,bskd->bkgls", qg, keys.astype(self.dtype),
-                            preferred_element_type=jnp.float32) * (hd ** -0.5)
-        scores = jnp.where(allowed[:, None, None, :, :], scores, MASK_VALUE)
-        probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        out = jnp.einsum("bkgls,bskd->blkgd", probs, values.astype(self.dtype)).reshape(B, L, H, hd)
-        out = constrain(out, ("act_batch", "act_length", "act_heads", None))
+        q_slot = cache_index + jnp.arange(L, dtype=jnp.int32)  # [L] absolute slot of each query
+        kmask = key_mask.astype(bool)
+        scale = hd ** -0.5
+
+        if cache is not None and L == 1:
+            # Old slots < cache_index (the cache's stale slot at cache_index is excluded) ++ the new key.
+            S = cache["k"].shape[2]
+            old_ok = (jnp.arange(S, dtype=jnp.int32) < cache_index)[None, :] & kmask  # [B, S]
+            new_ok = jax.lax.dynamic_slice_in_dim(kmask, cache_index, 1, axis=1)  # [B, 1]
+            allowed = jnp.concatenate([old_ok, new_ok], axis=1)[:, None, None, None, :]  # [B, 1, 1, 1, S+1]
+            scores = jnp.concatenate([_gqa_scores(qg, cache["k"], self.dtype),
+                                      _gqa_scores(qg, k_blk, self.dtype)], axis=-1) * scale  # [B, KV, G, 1, S+1]
+            probs = jax.nn.softmax(jnp.where(allowed, scores, MASK_VALUE), axis=-1)
+            out = (_gqa_values(probs[..., :S], cache["v"], self.dtype)
+                   + _gqa_values(probs[..., S:], v_blk, self.dtype))
+        else:
+            if cache is None:
+                keys, values = k_blk, v_blk  # S == L
+            else:  # a block of L > 1 tokens (prefill): one copy of the layer's cache with the block written in
+                start = (0, 0, cache_index, 0)
+                keys = constrain(jax.lax.dynamic_update_slice(cache["k"], k_blk, start), CACHE_LAYER_AXES)
+                values = constrain(jax.lax.dynamic_update_slice(cache["v"], v_blk, start), CACHE_LAYER_AXES)
+            S = keys.shape[2]
+            causal = jnp.arange(S, dtype=jnp.int32)[None, :] <= q_slot[:, None]  # [L, S]
+            allowed = causal[None, :, :] & kmask[:, None, :]  # [B, L, S]
+            scores = _gqa_scores(qg, keys, self.dtype) * scale  # [B, KV, G, L, S]
+            scores = jnp.where(allowed[:, None, None, :, :], scores, MASK_VALUE)
+            probs = jax.nn.softmax(scores, axis=-1)
+            out = _gqa_values(probs, values, self.dtype)
+        out = constrain(out.reshape(B, L, H, hd), ("act_batch", "act_length", "act_heads", None))
         y = HeadsOut(D, self.init_std, self.dtype, self.param_dtype, name="o_proj")(out)
-        return y, new_cache
+        return y, {"k": k_blk, "v": v_blk}
 
 
 class SwiGLU(nn.Module):

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from omnir1_jax.models.qwen_omni import init_cache
 from omnir1_jax.rl import grpo_reward, grpo_rollout
 from omnir1_jax.rl.aggregation import aggregate, finalize
 from omnir1_jax.rl.grpo_rollout import StepModels
@@ -64,34 +65,81 @@ def _mm_mask(models: StepModels, ids: jax.Array) -> jax.Array:
     return mm
 
 
+def _prompt_embeds(models: StepModels, params: Any, batch: Batch, ro: dict, prompt: jax.Array) -> jax.Array:
+    """Prompt embeddings ``[M, P, D]``: text ids embedded with ``params``, media slots from the rollout."""
+    ids = batch["input_ids"][prompt]  # [M, P]
+    x_text = models.thinker.apply({"params": params}, ids, method="embed_tokens")
+    return jnp.where(_mm_mask(models, ids)[..., None], jax.lax.stop_gradient(ro["prompt_embeds"][prompt]), x_text)
+
+
+def _completion_positions(ro: dict, pmask: jax.Array, prompt: jax.Array, t: int) -> tuple[jax.Array, jax.Array]:
+    """Prompt positions ``[3, M, P]`` and completion positions ``[3, M, T]`` (text: equal components)."""
+    ppos = ro["prompt_pos"][:, prompt]  # [3, M, P]
+    start = jnp.max(jnp.where(pmask[None] > 0, ppos, -1), axis=(0, 2)) + 1  # [M]
+    cpos = jnp.broadcast_to((start[:, None] + jnp.arange(t)[None])[None], (3, start.shape[0], t))
+    return ppos, cpos
+
+
 def sequence_logprobs(models: StepModels, s: GRPOSettings, params: Any, batch: Batch, ro: dict,
-                      rows: jax.Array, return_entropy: bool = False):
+                      rows: jax.Array, return_entropy: bool = False, contiguous: bool = False):
     """Teacher-forced log p of completion rows ``rows [M]`` under ``params``: ``[M, T]`` (+ entropy).
 
     Text-token embeddings are recomputed from ``params`` (so they get gradients); the frozen towers' features
-    are taken from the rollout (identical for policy and reference, never trained).
+    are taken from the rollout (identical for policy and reference, never trained).  ``contiguous=True``
+    promises that ``rows`` are consecutive completions starting at a multiple of ``min(M, G)`` (the
+    micro-batches of :func:`loss_and_grads`); then, with ``s.share_prompt_prefix``, each distinct prompt runs
+    once into a KV cache and its G completions attend to it (:func:`_shared_prefix_hidden`).
     """
     thinker = models.thinker
-    prompt = rows // s.num_generations
-    ids = batch["input_ids"][prompt]  # [M, P]
-    pmask = batch["attention_mask"][prompt]
-    x_text = thinker.apply({"params": params}, ids, method="embed_tokens")
-    x_prompt = jnp.where(_mm_mask(models, ids)[..., None], jax.lax.stop_gradient(ro["prompt_embeds"][prompt]),
-                         x_text)
-    toks, cmask = ro["tokens"][rows], ro["mask"][rows]  # [M, T]
-    x_comp = thinker.apply({"params": params}, toks, method="embed_tokens")
-    ppos = ro["prompt_pos"][:, prompt]  # [3, M, P]
-    start = jnp.max(jnp.where(pmask[None] > 0, ppos, -1), axis=(0, 2)) + 1  # [M]
-    t = toks.shape[1]
-    cpos = jnp.broadcast_to((start[:, None] + jnp.arange(t)[None])[None], (3,) + toks.shape)
-    x = jnp.concatenate([x_prompt, x_comp.astype(x_prompt.dtype)], axis=1)
-    pos = jnp.concatenate([ppos, cpos], axis=2)
-    mask = jnp.concatenate([pmask, cmask], axis=1)
-    hidden, _ = thinker.apply({"params": params}, x, pos, mask, method="decode")
-    p = ids.shape[1]
-    h = hidden[:, p - 1:p + t - 1]  # position p-1+i predicts completion token i
+    g, m, t = s.num_generations, rows.shape[0], ro["tokens"].shape[1]
+    toks = ro["tokens"][rows]  # [M, T]
+    if contiguous and s.share_prompt_prefix and (m % g == 0 or g % m == 0):
+        h = _shared_prefix_hidden(models, s, params, batch, ro, rows)
+    else:
+        prompt = rows // g
+        pmask = batch["attention_mask"][prompt]
+        x_prompt = _prompt_embeds(models, params, batch, ro, prompt)
+        x_comp = thinker.apply({"params": params}, toks, method="embed_tokens")
+        ppos, cpos = _completion_positions(ro, pmask, prompt, t)
+        x = jnp.concatenate([x_prompt, x_comp.astype(x_prompt.dtype)], axis=1)
+        pos = jnp.concatenate([ppos, cpos], axis=2)
+        mask = jnp.concatenate([pmask, ro["mask"][rows]], axis=1)
+        hidden, _ = thinker.apply({"params": params}, x, pos, mask, method="decode")
+        p = x_prompt.shape[1]
+        h = hidden[:, p - 1:p + t - 1]  # position p-1+i predicts completion token i
     return thinker.apply({"params": params}, h, toks, s.logprob_chunk_size, return_entropy,
                          method="token_logprobs")
+
+
+def _shared_prefix_hidden(models: StepModels, s: GRPOSettings, params: Any, batch: Batch, ro: dict,
+                          rows: jax.Array) -> jax.Array:
+    """Hidden states ``[M, T, D]`` predicting each completion token, the prompt run once per group.
+
+    The U = max(M // G, 1) distinct prompts are prefilled into a KV cache (``[layers, U, KV, P+T, hd]``), the
+    cache is gathered per completion, and the completions run as one cached block at slot P: the same
+    attention as the full ``prompt ++ completion`` pass, with U * P + M * T tokens instead of M * (P + T).
+    Gradients reach the prompt through the cached keys/values (summed over the group by autodiff).
+    """
+    thinker = models.thinker
+    g, m, t = s.num_generations, rows.shape[0], ro["tokens"].shape[1]
+    u = max(m // g, 1)
+    prompt = rows[0] // g + jnp.arange(u)  # [U] the micro-batch's prompts
+    local = jnp.arange(m) // g if m >= g else jnp.zeros((m,), jnp.int32)  # [M] completion -> its prompt in U
+    pmask = batch["attention_mask"][prompt]  # [U, P]
+    x_prompt = _prompt_embeds(models, params, batch, ro, prompt)  # [U, P, D]
+    p = x_prompt.shape[1]
+    ppos, cpos = _completion_positions(ro, pmask, prompt, t)  # [3, U, P], [3, U, T]
+    cache = init_cache(thinker.config, u, p + t, x_prompt.dtype)
+    kmask = jnp.concatenate([pmask, jnp.zeros((u, t), pmask.dtype)], axis=1)  # [U, P+T]
+    h_prompt, cache = thinker.apply({"params": params}, x_prompt, ppos, kmask, cache=cache,
+                                    cache_index=jnp.int32(0), method="decode")  # [U, P, D]
+    cache = jax.tree.map(lambda c: c[:, local], cache)  # [layers, M, KV, P+T, hd]
+    x_comp = thinker.apply({"params": params}, ro["tokens"][rows], method="embed_tokens")  # [M, T, D]
+    kmask = jnp.concatenate([pmask[local], ro["mask"][rows].astype(pmask.dtype)], axis=1)  # [M, P+T]
+    h_comp, _ = thinker.apply({"params": params}, x_comp.astype(x_prompt.dtype), cpos[:, local], kmask,
+                              cache=cache, cache_index=jnp.int32(p), method="decode")  # [M, T, D]
+    # Left padding: the prompt's last position is real and predicts completion token 0.
+    return jnp.concatenate([h_prompt[local, p - 1:], h_comp[:, :t - 1]], axis=1)
 
 
 def _micro_batches(s: GRPOSettings, n: int) -> jax.Array:
@@ -119,10 +167,11 @@ def loss_and_grads(models: StepModels, s: GRPOSettings, params: Any, ref_params:
         grads_acc, stats = carry
 
         def loss_fn(p):
-            logp, ent = sequence_logprobs(models, s, p, batch, ro, rows, return_entropy=True)
+            logp, ent = sequence_logprobs(models, s, p, batch, ro, rows, return_entropy=True, contiguous=True)
             ref_logp = None
             if use_kl:
-                ref_logp = jax.lax.stop_gradient(sequence_logprobs(models, s, ref_params, batch, ro, rows))
+                ref_logp = jax.lax.stop_gradient(sequence_logprobs(models, s, ref_params, batch, ro, rows,
+                                                                   contiguous=True))
             old = None if old_logp is None else old_logp[rows]
             per_tok, m = grpo_token_loss(logp, adv[rows], mask[rows], old, ref_logp, beta=s.beta,
                                          kl_estimator=s.kl_estimator, name=s.policy_loss, cfg=s.loss_cfg)
@@ -153,7 +202,8 @@ def update(models: StepModels, s: GRPOSettings, tx: optax.GradientTransformation
     old_logp = None
     if s.num_iterations > 1:  # the ratio needs the log-probs of the policy that sampled
         rows = jnp.arange(ro["tokens"].shape[0])
-        old_logp = jax.lax.stop_gradient(sequence_logprobs(models, s, state.params, batch, ro, rows))
+        old_logp = jax.lax.stop_gradient(sequence_logprobs(models, s, state.params, batch, ro, rows,
+                                                           contiguous=True))
     metrics = {}
     for _ in range(s.num_iterations):
         grads, metrics = loss_and_grads(models, s, state.params, ref_params, batch, ro, old_logp)

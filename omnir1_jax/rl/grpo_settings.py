@@ -46,6 +46,7 @@ class GRPOSettings:
     dynamic_sampling: bool = False
     micro_batch_completions: int = 8
     logprob_chunk_size: int = 4096
+    share_prompt_prefix: bool = True  # teacher-forced pass: each prompt once, its G completions on its KV cache
     weights: RewardWeights = RewardWeights()
     vos_cfg: VOSRewardConfig = VOSRewardConfig()
     length_cfg: LengthBonusConfig = LengthBonusConfig()

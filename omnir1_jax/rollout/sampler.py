@@ -2,7 +2,8 @@
 
 Works with any Flax Linen model exposing the thinker interface (``embed``, ``embed_tokens``, ``decode``,
 ``logits`` methods and a module-level ``init_cache(config, batch, max_length, dtype)`` in the model
-class's module).  Completions are laid out prompt-major: completion ``n = b * G + g``.
+class's module, optionally with ``CACHE_LOGICAL_AXES`` naming the cache's dimensions; the cache is
+indexed ``[layers, batch, ...]``).  Completions are laid out prompt-major: completion ``n = b * G + g``.
 
 Positions of generated text tokens follow transformers' Qwen2.5-Omni ``generate``: the three M-RoPE
 components are equal, the first generated token sits at ``max(prompt positions of row b) + 1`` (which is
@@ -30,7 +31,7 @@ from jax import lax
 
 from omnir1_jax.rollout import sampling_ops
 
-_CACHE_AXES = ("layers", "cache_batch", "cache_length", "cache_kv_heads", "cache_head_dim")
+_CACHE_AXES = ("layers", "cache_batch", "cache_length", "cache_kv_heads", "cache_head_dim")  # default names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +72,7 @@ class SampleOutput:
     lengths: jax.Array  # [N] int32, number of generated tokens (incl. the stop token)
     truncated: jax.Array  # [N] bool, no stop token within max_new_tokens
     num_steps: jax.Array  # [] int32, decode iterations actually run (< T on early stop)
-    cache: Any = None  # {"k","v": [layers, N, P+T, kv_heads, head_dim]} when cfg.return_cache
+    cache: Any = None  # the model's cache (thinker: {"k","v": [layers, N, kv_heads, P+T, head_dim]}) if return_cache
     cache_mask: Any = None  # [N, P+T] valid key slots of ``cache`` when cfg.return_cache
 
 
@@ -95,6 +96,11 @@ def _default_init_cache(model: nn.Module) -> Callable[..., Any]:
     if fn is None:
         raise ValueError(f"no init_cache in {type(model).__module__}; pass init_cache_fn")
     return fn
+
+
+def _cache_axes(model: nn.Module) -> tuple[str, ...]:
+    """Logical names of the cache's dimensions (``CACHE_LOGICAL_AXES`` next to the model class)."""
+    return getattr(sys.modules[type(model).__module__], "CACHE_LOGICAL_AXES", _CACHE_AXES)
 
 
 def next_positions(prompt_positions: jax.Array, prompt_mask: jax.Array) -> jax.Array:
@@ -167,7 +173,7 @@ def sample(
     )
     # Share the prefill across the group: repeat cache, logits, masks and positions G times.
     cache = _repeat_rows(cache, g, axis=1)
-    cache = jax.tree.map(lambda x: nn.with_logical_constraint(x, _CACHE_AXES), cache)
+    cache = jax.tree.map(lambda x: nn.with_logical_constraint(x, _cache_axes(model)), cache)
     logits = jnp.repeat(logits, g, axis=0)  # [N, V]
     key_mask = jnp.repeat(key_mask, g, axis=0)  # [N, S]
     start_pos = jnp.repeat(next_positions(prompt_positions, prompt_mask), g, axis=0)  # [N]

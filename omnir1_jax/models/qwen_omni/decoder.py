@@ -1,4 +1,11 @@
-"""The thinker's Qwen2 decoder: pre-norm GQA + SwiGLU layers, scanned over depth, with M-RoPE and a KV cache."""
+"""The thinker's Qwen2 decoder: pre-norm GQA + SwiGLU layers, scanned over depth, with M-RoPE and a KV cache.
+
+The stacked cache ``{"k","v": [layers, B, KV, S, hd]}`` enters the layer scan read-only (``xs``); the scan
+returns only the new block's keys/values (``ys``, ``[layers, B, KV, L, hd]``), written into the cache with
+one ``dynamic_update_slice`` after the scan.  Inside a decode ``while_loop`` that update is in place, so a
+step writes one slot per layer instead of rewriting the whole cache (XLA on CPU still materialises each
+layer's ``xs`` slice once per step for the attention dots: one read + write of the cache per step).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from omnir1_jax.models.layers import Attention, RMSNorm, SwiGLU, constrain, mrope_cos_sin
+from omnir1_jax.models.layers import CACHE_LAYER_AXES, Attention, RMSNorm, SwiGLU, constrain, mrope_cos_sin
 from omnir1_jax.models.qwen_omni.config import ThinkerConfig
 
 Dtype = Any
+CACHE_AXES = ("layers",) + CACHE_LAYER_AXES  # the stacked cache [layers, B, KV, S, hd]
 
 
 class DecoderLayer(nn.Module):
@@ -27,7 +35,7 @@ class DecoderLayer(nn.Module):
         c = self.config
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         h = RMSNorm(c.rms_norm_eps, name="input_layernorm", **kw)(x)
-        h, new_cache = Attention(
+        h, new_kv = Attention(
             c.num_attention_heads, c.num_key_value_heads, c.head_dim, qkv_bias=True,
             init_std=c.initializer_range, name="self_attn", **kw,
         )(h, cos, sin, key_mask, layer_cache, cache_index)
@@ -35,7 +43,7 @@ class DecoderLayer(nn.Module):
         h = RMSNorm(c.rms_norm_eps, name="post_attention_layernorm", **kw)(x)
         x = x + SwiGLU(c.intermediate_size, init_std=c.initializer_range, name="mlp", **kw)(h)
         x = constrain(x, ("act_batch", "act_length", "act_embed"))
-        return x, new_cache
+        return x, new_kv  # new_kv: this block's {"k","v": [B, KV, L, hd]}
 
 
 class TextDecoder(nn.Module):
@@ -49,7 +57,10 @@ class TextDecoder(nn.Module):
     @nn.compact
     def __call__(self, inputs_embeds: jax.Array, position_ids: jax.Array, attention_mask: jax.Array,
                  cache: dict | None = None, cache_index: jax.Array | None = None) -> tuple[jax.Array, dict]:
-        """inputs ``[B, L, D]``, positions ``[3, B, L]``, mask ``[B, S]`` -> hidden ``[B, L, D]``, cache."""
+        """inputs ``[B, L, D]``, positions ``[3, B, L]``, mask ``[B, S]`` -> hidden ``[B, L, D]``, cache.
+
+        With a cache, returns it with this block written at ``cache_index``; without, this block's K/V.
+        """
         c = self.config
         cos, sin = mrope_cos_sin(position_ids, c.head_dim, c.rope_theta, c.mrope_section)  # [B, L, hd]
         cache_index = jnp.asarray(0 if cache_index is None else cache_index, jnp.int32)
@@ -66,6 +77,11 @@ class TextDecoder(nn.Module):
             metadata_params={nn.PARTITION_NAME: "layers"},
         )(c, self.dtype, self.param_dtype, name="layers")
         x = constrain(inputs_embeds.astype(self.dtype), ("act_batch", "act_length", "act_embed"))
-        x, new_cache = stack(x, cache, cos, sin, attention_mask, cache_index)
+        x, new_kv = stack(x, cache, cos, sin, attention_mask, cache_index)  # {"k","v": [layers, B, KV, L, hd]}
+        new_cache = new_kv
+        if cache is not None:
+            at = (0, 0, 0, cache_index, 0)
+            new_cache = {name: constrain(jax.lax.dynamic_update_slice(cache[name], new_kv[name], at), CACHE_AXES)
+                         for name in ("k", "v")}
         x = RMSNorm(c.rms_norm_eps, dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
         return x, new_cache

@@ -161,7 +161,7 @@ class Thinker(nn.Module):
         """
         B, L = inputs_embeds.shape[:2]
         if attention_mask is None:
-            S = L if cache is None else cache["k"].shape[2]
+            S = L if cache is None else cache["k"].shape[3]
             attention_mask = jnp.ones((B, S), jnp.int32)
         if position_ids.ndim == 2:
             position_ids = jnp.broadcast_to(position_ids[None], (3,) + position_ids.shape)
@@ -228,12 +228,12 @@ def init_params(model: Thinker, rng: Array) -> dict:
 
 
 def init_cache(config: ThinkerConfig, batch: int, max_length: int, dtype: Dtype = jnp.float32) -> dict:
-    """Zero KV cache ``{"k","v": [n_layers, B, S, kv_heads, head_dim]}``."""
-    shape = (config.num_hidden_layers, batch, max_length, config.num_key_value_heads, config.head_dim)
+    """Zero KV cache ``{"k","v": [n_layers, B, kv_heads, S, head_dim]}`` (the layout the attention dots read)."""
+    shape = (config.num_hidden_layers, batch, config.num_key_value_heads, max_length, config.head_dim)
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
 
-CACHE_LOGICAL_AXES = ("layers", "cache_batch", "cache_length", "cache_kv_heads", "cache_head_dim")
+CACHE_LOGICAL_AXES = ("layers", "cache_batch", "cache_kv_heads", "cache_length", "cache_head_dim")
 
 
 def token_logprobs(model: Thinker, params: dict, hidden: Array, targets: Array, chunk_size: int = 8192,
