@@ -146,6 +146,17 @@ def train_forward(model: Sam2VideoModel, params: Params, pixels: jax.Array, boxe
     return jnp.moveaxis(m, 0, 1), cond, craw, jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), traw)
 
 
+def tie_positional_embeddings(params: Params) -> Params:
+    """One Fourier basis for the image grid and the prompts, as SAM2 has (HF ties
+    ``prompt_encoder.shared_embedding`` to ``shared_image_embedding``): the port keeps both entries (so HF
+    checkpoints convert per tensor), so training from scratch must tie them or the box corners and the image
+    positions live in unrelated random bases and box prompts cannot localise (seen: the conditioning-frame
+    mask loss never fell).  Gradients reach the shared copy through both uses."""
+    p = dict(params)
+    p["prompt_encoder"] = {**p["prompt_encoder"], "shared_embedding": p["shared_image_embedding"]}
+    return p
+
+
 # ----------------------------------------------------------------------------- loss
 def _mask_loss(logits: jax.Array, target: jax.Array) -> jax.Array:
     """Sigmoid BCE + dice (smoothed; an empty target asks for an empty mask) per mask: [..., h, w] -> [...]."""
@@ -193,6 +204,7 @@ def make_train_step(model: Sam2VideoModel, tx: Any, bptt: bool = True):
     import optax
 
     def loss_fn(params, batch):
+        params = tie_positional_embeddings(params)
         loss, parts = jax.vmap(lambda ex: clip_loss(model, params, ex, bptt))(batch)
         return jnp.mean(loss), jax.tree.map(jnp.mean, parts)
 
@@ -265,7 +277,7 @@ def init_params(cfg: Sam2Config, seed: int) -> Params:
     model = Sam2VideoModel(cfg)
     s = cfg.image_size
     init = jax.jit(lambda k: unbox(model.init(k, jnp.zeros((1, 3, s, s)), method=Sam2VideoModel.init_all)))
-    return init(jax.random.PRNGKey(seed))["params"]
+    return tie_positional_embeddings(init(jax.random.PRNGKey(seed))["params"])
 
 
 def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, log_every: int = 50,
@@ -289,7 +301,7 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
     t0 = time.time()
     cfg = Sam2Config.tiny()
     model = Sam2VideoModel(cfg)
-    params = init_params(cfg, seed) if params is None else params
+    params = tie_positional_embeddings(init_params(cfg, seed) if params is None else params)
     clips = heldout_clips(eval_clips, seed) if eval_clips else []
     j_before = evaluate_j(model, params, clips) if clips else None
     if progress:
@@ -315,12 +327,13 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
             run = []
             bar.set_postfix(loss=f"{row['loss']:.4f}")
             if val and ((i + 1) % val_every == 0 or i + 1 == steps):
-                row["val_j"] = round(evaluate_j(model, jax.device_get(params), val), 4)
+                host = tie_positional_embeddings(jax.device_get(params))
+                row["val_j"] = round(evaluate_j(model, host, val), 4)
                 if row["val_j"] > best[0]:
-                    best = (row["val_j"], i + 1, jax.device_get(params))
+                    best = (row["val_j"], i + 1, host)
             if progress:
                 bar.write(json.dumps(row))
-    params = jax.device_get(params) if best[2] is None else best[2]
+    params = tie_positional_embeddings(jax.device_get(params) if best[2] is None else best[2])
     j_after = evaluate_j(model, params, clips) if clips else None
     result = {"steps": steps, "seed": seed, "batch": batch, "learning_rate": learning_rate,
               "train_frames": frames, "warmup": warmup, "bptt": bptt, "eval_clips": eval_clips, "kept_step": best[1] or steps,
