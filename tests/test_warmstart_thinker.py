@@ -49,6 +49,22 @@ def test_ground_example_box_is_the_described_objects_box(setup, monkeypatch):
     assert n_boxes and n_empty + n_boxes == 12
 
 
+def test_where_example_names_the_cell_of_the_described_objects_centre(setup, monkeypatch):
+    _, tok, model, _, shapes = setup
+    seen = {}
+    real = T.render.mask_facts
+    monkeypatch.setattr(T.render, "mask_facts", lambda m: seen.setdefault("f", []).append(real(m)) or seen["f"][-1])
+    rng = np.random.default_rng(5)
+    for _ in range(6):
+        ex = T.make_example("where", rng, shapes, tok)
+        col, row = (int(v) for v in ex["answer"].split(", "))
+        text = tok.decode(ex["prompt_ids"], skip_special_tokens=False)
+        assert "8 x 6 grid" in text and text.count("<|IMAGE|>") == 48  # one cell per merged image token
+        cells = {(min(int(cx) // 16, 7), min(int(cy) // 16, 5)) for f in seen["f"][-1]
+                 for cx, cy in f["centroids"].values()}
+        assert (col, row) in cells  # 96 x 128 frames are their own grid: 16-px cells
+
+
 def test_video_and_audio_examples(setup):
     _, tok, model, _, shapes = setup
     rng = np.random.default_rng(0)

@@ -140,6 +140,35 @@ def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any)
             "arrays": {"pixel_values": patches}, "image_grid_thw": grid}
 
 
+WHERE_PROMPT = "Which cell of the {cols} x {rows} grid holds the centre of {desc}? Answer: column, row."
+
+
+def where_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
+    """A frame + a description -> the grid cell (one per merged image token) holding the object's centre.
+
+    A coarse-localisation probe and curriculum for ``ground``: the answer is two single-character tokens
+    (``"3, 1"``), a classification over image-token columns and rows instead of pixel coordinates.
+    """
+    from omnir1_jax.eval_pipeline import keyframe_patches
+    from omnir1_jax.text import make_messages
+
+    clip, frames, masks, facts = _clip(rng, shapes, 4)
+    t = int(rng.choice(sorted({u for f in facts for u in f["visible_frames"]})))  # a frame showing something
+    vis = [j for j, f in enumerate(facts) if t in f["visible_frames"]]
+    j = vis[int(rng.integers(len(vis)))]
+    rh, rw = shapes.ground_resized
+    cell = shapes.patch_size * shapes.merge_size
+    cx, cy = facts[j]["centroids"][t]
+    col = min(int(cx * rw / shapes.width) // cell, rw // cell - 1)
+    row = min(int(cy * rh / shapes.height) // cell, rh // cell - 1)
+    grid = (1, rh // shapes.patch_size, rw // shapes.patch_size)
+    patches = keyframe_patches(frames, np.asarray([t]), (rh, rw), shapes.preprocess())[0]
+    text = tokenizer.apply_chat_template(make_messages(
+        WHERE_PROMPT.format(cols=rw // cell, rows=rh // cell, desc=_desc(clip.objects[j], rng)), ("image",)))
+    ex = {"pixel_values": patches, "image_grid_thw": np.asarray(grid)}
+    return _finish(tokenizer, ex, text, f"{col}, {row}")
+
+
 def caption_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
     """The video -> the objects that appear, in order of first appearance."""
     clip, frames, masks, facts = _clip(rng, shapes, shapes.num_frames)
@@ -205,11 +234,12 @@ def _finish(tokenizer, ex: dict, text: str, answer: str) -> dict:
     return out
 
 
-MAKERS = {"ground": ground_example, "caption": caption_example, "when": when_example, "hear": hear_example}
+MAKERS = {"ground": ground_example, "caption": caption_example, "when": when_example, "hear": hear_example,
+          "where": where_example}
 
 
 def make_example(task: str, rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
     """One example of ``task`` (see the module docstring): prompt ids, answer text, tower inputs, grids."""
     if task not in MAKERS:
-        raise ValueError(f"unknown warm-start task {task!r}; expected one of {TASKS}")
+        raise ValueError(f"unknown warm-start task {task!r}; expected one of {tuple(MAKERS)}")
     return MAKERS[task](rng, shapes, tokenizer)

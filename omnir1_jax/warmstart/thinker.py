@@ -30,7 +30,7 @@ from omnir1_jax.warmstart import tasks as T
 
 log = logging.getLogger("omnir1-warmstart")
 
-ANSWER_TOKENS = {"ground": 40, "caption": 64, "when": 80, "hear": 32}
+ANSWER_TOKENS = {"ground": 40, "caption": 64, "when": 80, "hear": 32, "where": 8}
 
 
 def make_batch(exs: Sequence[dict], tokenizer: Any, prompt_len: int, answer_len: int) -> tuple[tuple, dict]:
