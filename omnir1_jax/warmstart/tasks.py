@@ -14,6 +14,8 @@ will see in GRPO and evaluation:
   </answer>`` (first and last sampled frame where it is visible, ``00:SS.ff`` at 2 fps): formatted temporal QA.
 * ``hear``    — audio + frame 0 (the RefAVS layout) -> ``<think>…</think><answer>N</answer>``, the number of
   distinct tones that sound: formatted audio QA.
+* ``where``   — not in the default mix: one frame + a description -> ``"C, R"``, the 16-px cell (one per merged
+  image token) of the object's centre; a coarse-localisation probe and curriculum for ``ground``.
 
 None of them asks to resolve a referring query, pick keyframes or rewrite a query: that is what SFT and GRPO
 teach.  Each task has ONE static layout (fixed frame count and pixel grid), so a warm-start run compiles once

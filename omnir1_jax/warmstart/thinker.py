@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--tasks", default=",".join(T.TASKS))
+    ap.add_argument("--tasks", default=",".join(T.TASKS), help="comma-separated; also `where` (localisation probe)")
     ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default steps / 20)")
     ap.add_argument("--tower_lr_scale", type=float, default=0.1, help="vision/audio tower lr as a fraction of --lr")
     ap.add_argument("--eval_every", type=int, default=0, help="held-out score every N steps; keep the best step")
@@ -251,7 +251,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         init = load_checkpoint(args.init)[1]
     res = train_base(config, args.out, args.steps, args.seed, args.batch, args.lr, tuple(args.tasks.split(",")),
-                     init_params=init, tower_lr_scale=args.tower_lr_scale, warmup=args.warmup, eval_every=args.eval_every, eval_n=args.eval_n)
+                     init_params=init, tower_lr_scale=args.tower_lr_scale, warmup=args.warmup,
+                     eval_every=args.eval_every, eval_n=args.eval_n)
     print(json.dumps({"scores": res["scores"], "kept_step": res["kept_step"], "wall_s": res["wall_s"],
                       "out": args.out}))
 
