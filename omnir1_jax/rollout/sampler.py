@@ -31,7 +31,8 @@ from jax import lax
 
 from omnir1_jax.rollout import sampling_ops
 
-_CACHE_AXES = ("layers", "cache_batch", "cache_length", "cache_kv_heads", "cache_head_dim")  # default names
+# Fallback names for models whose module has no CACHE_LOGICAL_AXES (the thinker's layout [layers, N, KV, S, hd]).
+_CACHE_AXES = ("layers", "cache_batch", "cache_kv_heads", "cache_length", "cache_head_dim")
 
 
 @dataclasses.dataclass(frozen=True)

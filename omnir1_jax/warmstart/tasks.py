@@ -105,6 +105,15 @@ def _think_answer(think: str, answer: str) -> str:
     return f"<think>{think}</think><answer>{answer}</answer>"
 
 
+def _frame_patches(shapes: TaskShapes, frames: np.ndarray, t: int) -> tuple[np.ndarray, tuple]:
+    """Frame ``t`` at the grounding resolution as the grounder sees it: (patch rows, image grid (1, h, w))."""
+    from omnir1_jax.eval_pipeline import keyframe_patches
+
+    rh, rw = shapes.ground_resized
+    grid = (1, rh // shapes.patch_size, rw // shapes.patch_size)
+    return keyframe_patches(frames, np.asarray([t]), (rh, rw), shapes.preprocess())[0], grid
+
+
 def box_answer(boxes: list) -> str:
     """The grounder's answer: ``[{"bbox_2d": [x1, y1, x2, y2]}, …]`` (integers), ``[]`` for no match."""
     return json.dumps([{"bbox_2d": [int(round(v)) for v in b]} for b in boxes])
@@ -112,7 +121,6 @@ def box_answer(boxes: list) -> str:
 
 def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
     """A high-resolution frame, a description and its box (or ``[]``) in the grounder's prompt format."""
-    from omnir1_jax.eval_pipeline import keyframe_patches
     from omnir1_jax.rollout.grounding_spec import host_prompt_ids
 
     nf = 4
@@ -132,12 +140,9 @@ def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any)
         sx, sy = rw / shapes.width, rh / shapes.height
         x0, y0, x1, y1 = facts[j]["boxes"][t]
         boxes = [[x0 * sx, y0 * sy, x1 * sx, y1 * sy]]  # mask_facts boxes: [x0, y0, x1, y1) pixel edges
-    rh, rw = shapes.ground_resized
-    grid = (1, rh // shapes.patch_size, rw // shapes.patch_size)
+    patches, grid = _frame_patches(shapes, frames, t)
     n_img = int(np.prod(grid)) // shapes.merge_size**2
     variant = "refavs" if rng.random() < 0.3 else "default"
-    pcfg = shapes.preprocess()
-    patches = keyframe_patches(frames, np.asarray([t]), (rh, rw), pcfg)[0]
     return {"prompt_ids": host_prompt_ids(tokenizer, desc, variant, n_img), "answer": box_answer(boxes),
             "arrays": {"pixel_values": patches}, "image_grid_thw": grid}
 
@@ -151,7 +156,6 @@ def where_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) 
     A coarse-localisation probe and curriculum for ``ground``: the answer is two single-character tokens
     (``"3, 1"``), a classification over image-token columns and rows instead of pixel coordinates.
     """
-    from omnir1_jax.eval_pipeline import keyframe_patches
     from omnir1_jax.text import make_messages
 
     clip, frames, masks, facts = _clip(rng, shapes, 4)
@@ -163,8 +167,7 @@ def where_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) 
     cx, cy = facts[j]["centroids"][t]
     col = min(int(cx * rw / shapes.width) // cell, rw // cell - 1)
     row = min(int(cy * rh / shapes.height) // cell, rh // cell - 1)
-    grid = (1, rh // shapes.patch_size, rw // shapes.patch_size)
-    patches = keyframe_patches(frames, np.asarray([t]), (rh, rw), shapes.preprocess())[0]
+    patches, grid = _frame_patches(shapes, frames, t)
     text = tokenizer.apply_chat_template(make_messages(
         WHERE_PROMPT.format(cols=rw // cell, rows=rh // cell, desc=_desc(clip.objects[j], rng)), ("image",)))
     ex = {"pixel_values": patches, "image_grid_thw": np.asarray(grid)}

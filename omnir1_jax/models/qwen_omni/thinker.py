@@ -17,7 +17,7 @@ import numpy as np
 
 from omnir1_jax.models.layers import chunked_logprobs, constrain
 from omnir1_jax.models.qwen_omni.config import ThinkerConfig
-from omnir1_jax.models.qwen_omni.decoder import TextDecoder
+from omnir1_jax.models.qwen_omni.decoder import CACHE_AXES, TextDecoder
 from omnir1_jax.models.qwen_omni.rope import get_rope_index
 
 Dtype = Any
@@ -233,7 +233,7 @@ def init_cache(config: ThinkerConfig, batch: int, max_length: int, dtype: Dtype 
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
 
-CACHE_LOGICAL_AXES = ("layers", "cache_batch", "cache_kv_heads", "cache_length", "cache_head_dim")
+CACHE_LOGICAL_AXES = CACHE_AXES  # [layers, B, KV, S, hd], one definition (decoder.py)
 
 
 def token_logprobs(model: Thinker, params: dict, hidden: Array, targets: Array, chunk_size: int = 8192,
