@@ -128,3 +128,14 @@ def test_warmstart_step_learns_and_checkpoint_round_trips(setup, tmp_path):
         state, m = step(state, arrays)
         losses.append(float(m["loss"]))
     assert losses[-1] < 0.75 * losses[0]
+
+
+def test_warmstart_lr_schedule_warms_up_then_decays_below_the_peak():
+    from omnir1_jax.warmstart import lr_schedule
+
+    s = lr_schedule(1e-3, 100, 1000)
+    rates = np.asarray([float(s(i)) for i in range(0, 1001, 10)])
+    assert rates[0] == 0.0 and abs(float(s(100)) - 1e-3) < 1e-9
+    assert rates.max() <= 1e-3 * (1 + 1e-6)  # never above the peak (optax's end_value is absolute, not a fraction)
+    assert np.all(np.diff(rates[10:]) <= 1e-9)  # monotone decay after the warmup
+    assert abs(float(s(1000)) - 5e-5) < 1e-8  # ends at 5% of the peak

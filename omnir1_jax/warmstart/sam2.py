@@ -30,6 +30,7 @@ import numpy as np
 from omnir1_jax.models.sam2 import video as V
 from omnir1_jax.models.sam2.config import Sam2Config
 from omnir1_jax.models.sam2.model import Sam2VideoModel
+from omnir1_jax.warmstart import lr_schedule
 
 Params = Any
 HEIGHT, WIDTH = 96, 128  # the synthetic world's frame size
@@ -307,7 +308,7 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
     if progress:
         print(f"held-out J before training: {j_before}", flush=True)
     warmup = max(1, steps // 10) if warmup is None else max(1, warmup)
-    sched = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, max(steps, warmup + 1), 0.05)
+    sched = lr_schedule(learning_rate, warmup, steps)
     tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(sched, b2=0.99, eps=1e-6, weight_decay=0.0))
     opt_state = tx.init(params)
     params = jax.tree.map(jnp.array, params)  # the step donates its inputs

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from omnir1_jax.warmstart import tasks as T
+from omnir1_jax.warmstart import lr_schedule
 
 log = logging.getLogger("omnir1-warmstart")
 
@@ -173,7 +174,7 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
     plens = {t: prompt_length(t, shapes, tokenizer) for t in tasks}
     params = init_params if init_params is not None else jax.jit(lambda k: unbox(init_fn(k)))(jax.random.PRNGKey(seed))
     warmup = max(1, steps // 20) if warmup is None else max(1, warmup)
-    sched = optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, max(steps, warmup + 1), 0.05)
+    sched = lr_schedule(learning_rate, warmup, steps)
     tower_sched = lambda s: tower_lr_scale * sched(s)  # noqa: E731
     labels = jax.tree_util.tree_map_with_path(
         lambda p, _: "tower" if any(t in jax.tree_util.keystr(p) for t in ("visual", "audio_tower")) else "lm", params)
