@@ -1,12 +1,13 @@
 """Full GRPO step: our one-jit step (``GRPOStep``) vs the Omni-R1 recipe in PyTorch, same weights and inputs.
 
 Ours: sample G completions -> in-graph parse -> frozen-reference grounding -> SAM2 -> rewards -> update, one
-``jax.jit``.  Theirs (``benchmarks/torch_recipe.py``): transformers ``generate`` -> host decode/regex ->
-batched greedy grounding ``generate`` -> one ``Sam2VideoModel`` session per completion -> host rewards ->
-reference log-probs + forward/backward + ``torch.optim.AdamW``.  Same tiny thinker (exported with
-``export_hf``), same tiny SAM2 (``flax_to_hf_state_dict``), same prompts / pixels, exactly ``T`` policy tokens
-on both sides (no stop token).  Steps are interleaved; medians; our compile time (first call) apart.
-Our rollout half vs update half comes from ``GRPOStep(split=True)``.
+``jax.jit``; SAM2 tracks the prompted objects in ``--sam-tracks`` slots per clip (default G, the torch side's
+one object per completion; 0 = all G x O).  Theirs (``benchmarks/torch_recipe.py``): transformers
+``generate`` -> host decode/regex -> batched greedy grounding ``generate`` -> one ``Sam2VideoModel`` session
+per completion -> host rewards -> reference log-probs + forward/backward + ``torch.optim.AdamW``.  Same tiny
+thinker (exported with ``export_hf``), same tiny SAM2 (``flax_to_hf_state_dict``), same prompts / pixels,
+exactly ``T`` policy tokens on both sides (no stop token).  Steps are interleaved; medians; our compile time
+(first call) apart.  Our rollout half vs update half comes from ``GRPOStep(split=True)``.
 
     python -m benchmarks.grpo_step --json benchmarks/results/grpo_step.json
 """
@@ -58,8 +59,13 @@ def host_batch(tok: Any, cfg: Any, B: int) -> dict[str, np.ndarray]:
     }
 
 
-def build_env(G: int, T: int, B: int = 2, Tg: int = 8, lr: float = 1e-6, micro_batch: int = 8) -> dict[str, Any]:
-    """Tiny thinker + tiny SAM2 + one VOS batch + settings + optimizer (the construction of test_grpo_step)."""
+def build_env(G: int, T: int, B: int = 2, Tg: int = 8, lr: float = 1e-6, micro_batch: int = 8,
+              sam_tracks: int = -1) -> dict[str, Any]:
+    """Tiny thinker + tiny SAM2 + one VOS batch + settings + optimizer (the construction of test_grpo_step).
+
+    ``sam_tracks``: ``GRPOSettings.sam_tracks_per_clip``; -1 = G (one object per completion, the torch
+    recipe's work), 0 = all G * O tracks.
+    """
     from omnir1_jax import parallel
     from omnir1_jax.models.qwen_omni import Thinker, init_params
     from omnir1_jax.models.sam2.config import Sam2Config
@@ -85,7 +91,7 @@ def build_env(G: int, T: int, B: int = 2, Tg: int = 8, lr: float = 1e-6, micro_b
     spec = build_spec(tok, HGRID, max_desc_tokens=8, vocab_size=cfg.vocab_size)
     s = GRPOSettings(task="vos", num_generations=G, max_new_tokens=T, stop_ids=(), pad_id=tok.pad_id,
                      grounding_max_new_tokens=Tg, micro_batch_completions=min(micro_batch, B * G),
-                     logprob_chunk_size=128,
+                     logprob_chunk_size=128, sam_tracks_per_clip=G if sam_tracks < 0 else sam_tracks,
                      weights=RewardWeights(alpha_g=2.0))
     tx, _ = optim.make_optimizer(params, learning_rate=lr, total_steps=1000, freeze=("visual", "audio_tower"))
 
@@ -135,16 +141,18 @@ def theirs_recipe(e: dict[str, Any], tmp: str) -> Any:
                        variant=e["spec"].variant)
 
 
-def run(G: int, T: int, repeats: int, torch_threads: int, B: int = 2, micro_batch: int = 8) -> dict[str, Any]:
+def run(G: int, T: int, repeats: int, torch_threads: int, B: int = 2, micro_batch: int = 8,
+        sam_tracks: int = -1) -> dict[str, Any]:
     """Interleaved steps of both sides; medians, ratio, per-stage breakdowns, our compile time."""
     import torch
 
     torch.set_num_threads(torch_threads)
     t0 = time.perf_counter()
-    e = build_env(G, T, B, micro_batch=micro_batch)
+    e = build_env(G, T, B, micro_batch=micro_batch, sam_tracks=sam_tracks)
     fused, halves = ours_fns(e, split=False), ours_fns(e, split=True)
     log = lambda msg: print(f"[grpo_step] {msg} at {time.perf_counter() - t0:.1f}s", file=sys.stderr)  # noqa: E731
-    log("built")
+    log(f"built (SAM2 track slots per clip: {e['s'].sam_tracks_per_clip or 'all'}, "
+        f"of G x O = {G * e['s'].max_objects})")
     first_s, metrics = common.timed(fused["step"])
     log("fused step compiled")
     first_ro, _ = common.timed(halves["rollout"])
@@ -164,7 +172,11 @@ def run(G: int, T: int, repeats: int, torch_threads: int, B: int = 2, micro_batc
     return {
         "B": B, "G": G, "completions": B * G, "micro_batch_completions": min(micro_batch, B * G),
         "max_new_tokens": T, "grounding_max_new_tokens": e["Tg"],
-        "keyframes": e["s"].max_keyframes, "frames": F, "sam_side": S, "torch_threads": torch_threads,
+        "keyframes": e["s"].max_keyframes, "objects": e["s"].max_objects,
+        "sam_tracks_per_clip": e["s"].sam_tracks_per_clip,  # 0 = all G x O tracks
+        "sam_tracks_prompted": float(metrics["sam_tracks_prompted"]),  # first step, whole batch
+        "sam_tracks_dropped": float(metrics["sam_tracks_dropped"]),
+        "frames": F, "sam_side": S, "torch_threads": torch_threads,
         "ours_step_s": med["ours"], "theirs_step_s": med["theirs"], "ratio": med["theirs"] / med["ours"],
         "ours_compile_s": max(first_s - med["ours"], 0.0), "ours_first_call_s": first_s,
         "ours_split_compile_s": max(first_ro + first_up - med["ours_rollout"] - med["ours_update"], 0.0),
@@ -190,15 +202,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    help="torch.set_num_threads (1 is the fastest on an oversubscribed shared CPU)")
     p.add_argument("--micro-batch", type=int, default=8,
                    help="our update's micro-batch of completions (torch runs all completions in one batch)")
+    p.add_argument("--sam-tracks", type=int, default=-1,
+                   help="our SAM2 track slots per clip (GRPOSettings.sam_tracks_per_clip): -1 = G (one object "
+                        "per completion, as the torch recipe tracks), 0 = all G x O tracks")
     args = p.parse_args(argv)
     G, T, B = smoke_shape() if args.smoke else (args.G, args.max_new_tokens, args.batch)
     repeats = args.repeats or (1 if args.smoke else 5)
     t0 = time.perf_counter()
-    row = run(G, T, repeats, args.torch_threads, B, args.micro_batch)
+    row = run(G, T, repeats, args.torch_threads, B, args.micro_batch, args.sam_tracks)
     print(f"[grpo_step] done in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     flat = {**row, **{f"theirs_{k}_s": v for k, v in row["theirs_stages_s"].items()}}
-    print(common.table([flat], ["completions", "max_new_tokens", "ours_step_s", "theirs_step_s", "ratio",
-                                "ours_compile_s", "ours_rollout_half_s", "ours_update_half_s"]), file=sys.stderr)
+    print(common.table([flat], ["completions", "max_new_tokens", "sam_tracks_per_clip", "ours_step_s",
+                                "theirs_step_s", "ratio", "ours_compile_s", "ours_rollout_half_s",
+                                "ours_update_half_s"]), file=sys.stderr)
     print(common.table([flat], [f"theirs_{k}_s" for k in row["theirs_stages_s"]]), file=sys.stderr)
     result = {"benchmark": "grpo_step", "target_ratio": 3.0, "repeats": repeats, "smoke": args.smoke,
               "row": row, "ratio": row["ratio"]}

@@ -7,6 +7,10 @@ completions), the policy loss and gradients alone (``loss_and_grads``), and the 
 
     python -m benchmarks.grpo_update_profile --json benchmarks/results/grpo_update_profile.json \\
         --variants "base;logprob_chunk_size=4096;micro_batch_completions=16;share_prompt_prefix=False"
+
+``--rollout-variants "sam_tracks_per_clip=0;base"`` also times the rollout half (``GRPOStep(split=True).rollout``)
+and SAM2's stage alone (``grpo_rollout.segment``, every completion prompting object 0 on keyframes 0..K-1, as
+the torch recipe does) under each settings variant.
 """
 
 from __future__ import annotations
@@ -61,6 +65,27 @@ def rollout_pieces(e: dict[str, Any], step: Any, st: Any) -> dict[str, Any]:
                                                                     batch, rng)}
 
 
+def rollout_variants(e: dict[str, Any], st: Any, variants: str) -> dict[str, Any]:
+    """The rollout half and SAM2's segment stage alone, per ``GRPOSettings`` variant (``"a=1;base"``)."""
+    from omnir1_jax.rl import grpo, grpo_rollout
+
+    b, g = e["B"], e["G"]
+    k, o = e["s"].max_keyframes, e["s"].max_objects
+    boxes = jnp.broadcast_to(jnp.asarray([16.0, 16.0, 47.0, 39.0]), (b, g, k, o, 4))
+    frames = jnp.broadcast_to(jnp.arange(k, dtype=jnp.int32), (b, g, k))
+    valid = jnp.zeros((b, g, k, o), bool).at[..., 0].set(True)  # one object per completion
+    fns: dict[str, Any] = {}
+    for v in filter(None, variants.split(";")):
+        s = dataclasses.replace(e["s"], **parse_variant(v))
+        step = grpo.GRPOStep(e["models"], s, e["spec"], e["tx"], split=True)
+        seg = jax.jit(lambda p_, bt, bx, fr, va, s=s: grpo_rollout.segment(e["models"], s, p_, bt, bx, fr, va))
+        fns[f"rollout half[{v}]"] = lambda step=step: step.rollout(e["shapes"], st.params, e["ref"],
+                                                                   e["sam_params"], e["batch"], step.step_rng(st))
+        fns[f"piece: SAM2 segment alone[{v}]"] = lambda seg=seg: seg(e["sam_params"], e["batch"], boxes, frames,
+                                                                      valid)
+    return fns
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Times the variants and pieces; prints a table and returns / writes the JSON result."""
     from benchmarks.grpo_step import build_env, smoke_shape
@@ -75,6 +100,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--no-pieces", action="store_true")
     p.add_argument("--rollout-pieces", action="store_true",
                    help="also time the rollout half cumulatively: sample; + parse + ground; the whole half")
+    p.add_argument("--rollout-variants", default="",
+                   help="';'-separated GRPOSettings variants of the rollout half and SAM2 segment stage to time")
     args = p.parse_args(argv)
     G, T, B = smoke_shape() if args.smoke else (args.G, args.max_new_tokens, args.batch)
     repeats = args.repeats or (1 if args.smoke else 5)
@@ -85,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ro = jax.block_until_ready(base.rollout(e["shapes"], st.params, e["ref"], e["sam_params"], e["batch"],
                                             base.step_rng(st)))
     fns, first, info = {}, {}, {}
-    for v in args.variants.split(";"):
+    for v in filter(None, args.variants.split(";")):
         s = dataclasses.replace(e["s"], **parse_variant(v))
         step = grpo.GRPOStep(e["models"], s, e["spec"], e["tx"], split=True)
         box = {"state": e["fresh_state"]()}
@@ -108,6 +135,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         fns["piece: optimizer + guard"] = lambda: opt_fn(st0, zero)
     if args.rollout_pieces:
         fns.update(rollout_pieces(e, base, st))
+    if args.rollout_variants:
+        fns.update(rollout_variants(e, st, args.rollout_variants))
     for k, fn in fns.items():
         first[k], _ = common.timed(fn)
         print(f"[profile] compiled {k} in {first[k]:.1f}s", file=sys.stderr)

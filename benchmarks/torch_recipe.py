@@ -10,7 +10,8 @@ Random tiny models write unparsable completions and boxes, so to keep the work t
 would cause, every completion grounds K FIXED keyframes (frames 0..K-1) with the referring expression as
 description, and every completion tracks one object prompted with the ground-truth box on those K frames
 when the grounder gave none.  Our jitted step does (at least) the same work: it grounds all N*K slots and
-propagates all O objects of every completion at static shapes, masking invalid ones.
+propagates G track slots per clip (``sam_tracks_per_clip = G``, ``benchmarks/grpo_step.py``; all G*O with 0)
+at static shapes, masking the unprompted ones.
 """
 
 from __future__ import annotations

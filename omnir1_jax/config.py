@@ -112,6 +112,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.rl.num_iterations = 1  # mu; 1 = on-policy, ratio == 1 (Omni-R1)
     c.rl.dynamic_sampling = False
     c.rl.logprob_chunk_size = 4096
+    # Teacher-forced pass (policy, reference, old log-probs): each prompt runs once into a KV cache and its G
+    # completions attend to it (same result as the full prompt ++ completion pass; False = that full pass).
+    c.rl.share_prompt_prefix = True
+    # SAM2 track slots per clip (R_G): 0 = all G * O (completion, object) tracks at static shapes, unprompted
+    # ones masked (exact, the most work).  C > 0 = the prompted tracks of a clip's group gathered into C slots
+    # and propagated as one SAM2 pass (omni_r1.md §5.6); C >= G * O is exact; C = G (one object per
+    # completion) matches the PyTorch recipe's work (benchmarks/torch_recipe.py).  Tracks beyond C (a
+    # completion's extra objects first) are not segmented and are counted in the `sam_tracks_dropped` metric.
+    # Needs segmenter.train_propagation forward or reverse.
+    c.rl.sam_tracks_per_clip = 0
     c.rl.grounder = "reference"  # reference | policy (beta == 0 -> self-grounding)
     c.rl.grounding_max_new_tokens = 128
     c.rl.split_mode = False  # rollout / reward / update as separate jits (memory option)
@@ -242,6 +252,11 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(rl.num_iterations >= 1, "rl.num_iterations", "must be >= 1")
     _check(1 <= rl.max_keyframes, "rl.max_keyframes", "must be >= 1")
     _check(rl.grounder in ("reference", "policy"), "rl.grounder", "must be 'reference' or 'policy'")
+    _check(isinstance(rl.share_prompt_prefix, bool), "rl.share_prompt_prefix", "must be True or False")
+    _check(rl.sam_tracks_per_clip >= 0, "rl.sam_tracks_per_clip", "must be >= 0 (0: all G * O tracks)")
+    _check(rl.sam_tracks_per_clip == 0 or c.segmenter.train_propagation != "bidirectional",
+           "rl.sam_tracks_per_clip", "track slots shared by a group need segmenter.train_propagation forward or "
+           "reverse (a bidirectional pass starts at its session's first prompted frame)")
     _check(not (rl.grounder == "reference" and rl.beta == 0 and not c.model.hf_dir and not c.model.checkpoint
                 and c.model.preset != "tiny"),
            "rl.grounder", "a reference grounder needs reference weights (model.hf_dir or model.checkpoint)")

@@ -71,10 +71,11 @@ def test_json_fields(recipe, tmp_path, monkeypatch):
     """main(--smoke --json) with our side stubbed: interleaving, breakdown, ratio and JSON plumbing."""
     import jax.numpy as jnp
 
-    env = {"G": G, "T": T, "Tg": TG, "s": types.SimpleNamespace(max_keyframes=K)}
+    env = {"G": G, "T": T, "Tg": TG, "s": types.SimpleNamespace(max_keyframes=K, max_objects=3, sam_tracks_per_clip=G)}
     monkeypatch.setattr(grpo_step, "build_env", lambda g, t, b, **kw: env)
     monkeypatch.setattr(grpo_step, "theirs_recipe", lambda e, tmp: recipe)
-    stub = lambda: {"completion_len": jnp.float32(T)}  # noqa: E731
+    stub = lambda: {"completion_len": jnp.float32(T), "sam_tracks_dropped": jnp.float32(0),  # noqa: E731
+                    "sam_tracks_prompted": jnp.float32(1)}
     monkeypatch.setattr(grpo_step, "ours_fns", lambda e, split: {"rollout": stub, "update": stub} if split
                         else {"step": stub})
     monkeypatch.setattr(grpo_step, "smoke_shape", lambda: (G, T, 1))
@@ -87,4 +88,5 @@ def test_json_fields(recipe, tmp_path, monkeypatch):
         assert row[k] >= 0, k
     assert set(row["theirs_stages_s"]) >= {"generate", "ground", "sam2", "rewards", "update"}
     assert row["completions"] == G and row["max_new_tokens"] == T and row["micro_batch_completions"] == min(8, G)
+    assert row["sam_tracks_per_clip"] == G and row["sam_tracks_dropped"] == 0 and row["sam_tracks_prompted"] == 1
     assert on_disk["environment"]["jax_backend"] == "cpu"

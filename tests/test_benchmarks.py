@@ -105,3 +105,19 @@ def test_decode_loop_updates_the_cache_in_place_without_copies():
     assert ops.get("full:dynamic-update-slice") == 2, ops  # K and V: the new slot of every layer, in place
     assert not [k for k in ops if k.startswith("full:") and k != "full:dynamic-update-slice"], ops
     assert not [k for k in ops if k.endswith((":copy", ":transpose"))], ops
+
+
+def test_sam2_stage_profile_depthwise_conv_forms_agree():
+    """The profile's two depthwise 7x7 forms (XLA grouped conv, shifted multiply-adds) compute the same conv."""
+    import jax
+    import numpy as np
+
+    from benchmarks.sam2_stage_profile import depthwise_grouped, depthwise_shifted
+
+    x = jax.random.normal(jax.random.key(0), (2, 5, 4, 6))
+    w = jax.random.normal(jax.random.key(1), (7, 7, 1, 6))
+    got, want = np.asarray(depthwise_shifted(x, w)), np.asarray(depthwise_grouped(x, w))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # a direct sum at one output position (centre tap at (0, 0) sees rows/cols 0..3 of the 7x7 window)
+    ref = sum(float(x[1, i, j, 2] * w[i + 3, j + 3, 0, 2]) for i in range(4) for j in range(4))
+    assert abs(got[1, 0, 0, 2] - ref) < 1e-4

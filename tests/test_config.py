@@ -65,6 +65,7 @@ def test_unknown_key_in_experiment_file_is_rejected():
     ("reward.alpha_g", 5.0, "config.reward.alpha_g"),
     ("mesh.fsdp", 0, "config.mesh.fsdp"),
     ("data.dataset", "kinetics", "config.data.dataset"),
+    ("rl.sam_tracks_per_clip", -1, "config.rl.sam_tracks_per_clip"),
 ])
 def test_inconsistent_values_name_the_key(key, value, message):
     with pytest.raises(config_lib.ConfigError, match=message.replace(".", r"\.")):
@@ -111,3 +112,19 @@ def test_parse_overrides_decodes_literals_and_json_and_rejects_malformed():
                    "data.ground_hw": (96, 128), "optim.learning_rate": -1.5e-4, "eval.final_table": True}
     with pytest.raises(ConfigError, match="not KEY=VALUE"):
         parse_overrides(["train.num_steps"])
+
+
+def test_step_knobs_reach_the_grpo_settings():
+    """rl.share_prompt_prefix and rl.sam_tracks_per_clip: defaults, overrides, and the bidirectional check."""
+    from omnir1_jax.rl.grpo_settings import GRPOSettings
+
+    path = os.path.join(EXP, "revos_omni_r1_7b.py") + ":internal"
+    c = config_lib.load_config(path)
+    s = GRPOSettings.from_config(c, task="vos", stop_ids=(1,), pad_id=0)
+    assert s.share_prompt_prefix is True and s.sam_tracks_per_clip == 0 and s.use_sam
+    c = config_lib.load_config(path, overrides={"rl.share_prompt_prefix": False, "rl.sam_tracks_per_clip": 8})
+    s = GRPOSettings.from_config(c, task="vos", stop_ids=(1,), pad_id=0)
+    assert s.share_prompt_prefix is False and s.sam_tracks_per_clip == 8
+    with pytest.raises(config_lib.ConfigError, match=r"config\.rl\.sam_tracks_per_clip"):
+        config_lib.load_config(path, overrides={"rl.sam_tracks_per_clip": 8,
+                                                "segmenter.train_propagation": "bidirectional"})

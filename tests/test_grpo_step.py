@@ -58,7 +58,7 @@ def env():
     spec = build_spec(tok, HGRID, max_desc_tokens=8, vocab_size=cfg.vocab_size)
     s = GRPOSettings(task="vos", num_generations=G, max_new_tokens=16, stop_ids=tok.eos_ids, pad_id=tok.pad_id,
                      grounding_max_new_tokens=8, micro_batch_completions=2, logprob_chunk_size=128,
-                     weights=RewardWeights(alpha_g=2.0))
+                     weights=RewardWeights(alpha_g=2.0), sam_tracks_per_clip=G)  # C = G: compacted SAM2 tracks
     # eps = 1e-3 keeps Adam's first step (lr * g / (|g| + eps)) well-conditioned for near-zero gradients, so
     # different device layouts (whose reductions differ in the last bits) give comparable updates.
     tx, _ = optim.make_optimizer(params, learning_rate=1e-2, total_steps=10, eps=1e-3,
@@ -87,6 +87,8 @@ def test_fused_and_split_steps_agree(env):
     # The sampler's log-probs are the teacher-forced ones of the update pass (same full-softmax at T = 1).
     assert float(m_f["logp_gap"]) < 1e-4
     assert float(m_f["skipped_nonfinite"]) == 0.0
+    assert float(m_f["sam_tracks_dropped"]) == float(m_s["sam_tracks_dropped"]) >= 0.0
+    assert float(m_f["sam_tracks_prompted"]) == float(m_s["sam_tracks_prompted"])
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), st_f.params, st_s.params)
 
 
@@ -200,6 +202,9 @@ def test_rewards_from_forced_completions_and_boxes(env):
     assert np.all(acc[:, 0] > acc[:, 1]) and np.all(r[:, 0] > r[:, 1])
     np.testing.assert_allclose(np.asarray(adv).sum(axis=1), 0.0, atol=1e-5)  # group-centred
     assert np.asarray(terms["pred_masks"]).shape == (B, G, F, M, M)
+    # one prompted track per clip (completions 0 and 2, object 0), within the C = G slots
+    assert np.asarray(terms["sam_tracks_prompted"]).tolist() == [1, 1]
+    assert np.asarray(terms["sam_tracks_dropped"]).tolist() == [0, 0]
 
 
 def test_sharded_update_equals_single_device(env):

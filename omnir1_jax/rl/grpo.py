@@ -31,6 +31,7 @@ from omnir1_jax.rl.state import TrainState, guarded_apply
 
 Batch = dict[str, jax.Array]
 MM_TOKEN_FIELDS = ("image_token_id", "video_token_id", "audio_token_id")
+SUMMED_TERMS = ("sam_tracks_prompted", "sam_tracks_dropped")  # logged as step totals, not reward/ means
 
 
 # ------------------------------------------------------------------------------------------ rollout half
@@ -225,7 +226,9 @@ def step_metrics(s: GRPOSettings, ro: dict, upd: dict) -> dict:
            "all_correct_frac": jnp.mean(jnp.all(r >= 2.0, axis=-1)),
            "completion_tokens": jnp.sum(lengths), "grounding_approx": ro["num_approx"].astype(jnp.float32)}
     for k, v in terms.items():
-        if isinstance(v, dict):
+        if k in SUMMED_TERMS:  # counts over the whole step (e.g. SAM2 tracks dropped by the slot capacity)
+            out[k] = jnp.sum(v).astype(jnp.float32)
+        elif isinstance(v, dict):
             out.update({f"{k}/{kk}": vv for kk, vv in v.items()})
         elif k in ("grounding_frames", "grounding_valid", "match_perm", "pred_masks"):
             continue

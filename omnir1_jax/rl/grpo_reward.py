@@ -29,7 +29,10 @@ def _bg(x: jax.Array, b: int, g: int) -> jax.Array:
 
 
 def vos_rewards(s: GRPOSettings, batch: Batch, parsed: dict, grounded, segment_fn: Callable | None) -> dict:
-    """Every VOS term ``[B, G]``; ``segment_fn(boxes, frames, valid) -> masks [B,G,F,m,m]`` runs SAM2."""
+    """Every VOS term ``[B, G]``; ``segment_fn(boxes, frames, valid) -> (masks [B,G,F,m,m], counts)`` runs SAM2.
+
+    The counts (``sam_tracks_prompted`` / ``sam_tracks_dropped``, ``[B]``) join the terms for the step metrics.
+    """
     b = batch["input_ids"].shape[0]
     g = s.num_generations
     tgt = make_target(batch["gt_masks"], batch["gt_boxes"], batch["obj_valid"], batch["num_frames"],
@@ -45,13 +48,14 @@ def vos_rewards(s: GRPOSettings, batch: Batch, parsed: dict, grounded, segment_f
     if segment_fn is not None:
         prompts, valid = jax.vmap(jax.vmap(sam_prompt_boxes, in_axes=(0, None, 0)), in_axes=(0, 0, 0))(
             comp, tgt, terms)  # [B, G, K, O, 4] original pixels, [B, G, K, O]
-        pred = segment_fn(prompts, terms["grounding_frames"], valid)  # [B, G, F, m, m]
+        pred, tracks = segment_fn(prompts, terms["grounding_frames"], valid)  # [B, G, F, m, m], counts [B]
         gt_union = jax.vmap(mask_lib.union_over_objects)(tgt.gt_masks, tgt.obj_valid)  # [B, F, m, m]
         iou = jax.vmap(lambda p, gu, n: jax.vmap(lambda pp: mask_lib.clip_mean_iou(pp, gu, n))(p))(
             pred, gt_union, tgt.n_frames)  # [B, G]
         terms["sam_iou"] = jnp.where(terms["has_valid_bbox"], iou, 0.0)
         terms["acc"] = combine_vos_terms(terms, s.weights)
         terms["pred_masks"] = pred
+        terms.update(tracks)
     return terms
 
 

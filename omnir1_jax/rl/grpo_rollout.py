@@ -83,15 +83,38 @@ def ground(models: StepModels, s: GRPOSettings, spec: grounding_lib.GroundingSpe
                                 batch["hires_patches"], batch["ground_ratio"], cfg)
 
 
+def track_slots(prompted: jax.Array, capacity: int) -> tuple[jax.Array, jax.Array]:
+    """Fixed-order SAM2 track slots of one clip: ``order [C]`` into the G*O (g, o) tracks, ``on [C]`` prompted.
+
+    Prompted tracks come first, ranked by (object rank within its completion, g): with C = G every completion
+    keeps its first prompted object, and a completion's extra objects are the first to be dropped beyond C.
+    """
+    g, o = prompted.shape
+    rank = jnp.cumsum(prompted, axis=1) - 1  # [G, O] rank among the completion's prompted objects
+    key = jnp.where(prompted, rank * g + jnp.arange(g)[:, None], g * o)  # unique for prompted tracks
+    order = jnp.argsort(key.reshape(-1), stable=True)[:capacity]  # [C]
+    return order, prompted.reshape(-1)[order]
+
+
 def segment(models: StepModels, s: GRPOSettings, sam_params: Any, batch: Batch, boxes: jax.Array,
-            frames: jax.Array, valid: jax.Array) -> jax.Array:
-    """Stage D: SAM2 turns box prompts into union masks over the clip, ``[B, G, F, m, m]`` bool.
+            frames: jax.Array, valid: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Stage D: SAM2 turns box prompts into union masks over the clip, ``[B, G, F, m, m]`` bool, plus track counts.
 
     ``boxes [B, G, K, O, 4]`` in original pixels on keyframes ``frames [B, G, K]``; ``valid [B, G, K, O]``.
-    Image features are computed once per clip and shared by the G rollouts and the O objects.
+    Image features are computed once per clip and shared by the G rollouts and the O objects.  With
+    ``s.sam_tracks_per_clip = C`` in (0, G*O) the prompted (g, o) tracks of a clip are gathered into C slots
+    (:func:`track_slots`), propagated as one SAM2 pass (omni_r1.md §5.6) and their masks scattered back to their
+    completions; otherwise all G*O tracks run and unprompted ones are masked.  Objects are tracked
+    independently, so both agree exactly whenever C >= the prompted count.  The counts ``[B]`` int32:
+    ``sam_tracks_prompted`` and ``sam_tracks_dropped`` (prompted tracks beyond C, not segmented).
     """
     b, g, k, o, _ = boxes.shape
     num_f = batch["sam_pixels"].shape[1]
+    cap = s.sam_tracks_per_clip
+    compact = 0 < cap < g * o
+    if compact and s.sam_direction == "bidirectional":
+        raise ValueError("sam_tracks_per_clip > 0 needs forward or reverse propagation: a bidirectional pass "
+                         "starts at the first prompted frame of its whole session, so merging rollouts changes it")
     scale = jnp.concatenate([batch["sam_scale"], batch["sam_scale"]], axis=-1)  # [B, 4]
     prompts = boxes * scale[:, None, None, None, :]
     onehot = jax.nn.one_hot(frames, num_f, dtype=jnp.bool_)  # [B, G, K, F]
@@ -100,19 +123,26 @@ def segment(models: StepModels, s: GRPOSettings, sam_params: Any, batch: Batch, 
     box_valid = jnp.any(sel, axis=2)  # [B, G, O, F]
     box_prompts = jnp.einsum("bgkof,bgkoc->bgofc", sel.astype(prompts.dtype), prompts)  # [B, G, O, F, 4]
     prompted = jnp.any(box_valid, axis=-1)  # [B, G, O] objects SAM2 actually tracks
+    n_prompted = jnp.sum(prompted, axis=(1, 2)).astype(jnp.int32)  # [B]
+
+    def run(pixels, feats, p, v):  # p [N, F, 4], v [N, F] -> logits [N, F, h, w]
+        return sam_video.propagate(models.segmenter, sam_params, pixels, p, v, s.sam_direction,
+                                   max_cond_frames=min(k, num_f), features=feats)
 
     def one_clip(pixels, p, v, obj_on):
         feats = sam_video.encode_frames(models.segmenter, sam_params, pixels)
-
-        def one_rollout(pp, vv, on):
-            logits = sam_video.propagate(models.segmenter, sam_params, pixels, pp, vv, s.sam_direction,
-                                         max_cond_frames=min(k, num_f), features=feats)  # [O, F, h, w]
-            return jnp.any((logits > 0) & on[:, None, None, None], axis=0)  # [F, h, w]
-
-        return jax.vmap(one_rollout)(p, v, obj_on)
+        if not compact:
+            logits = jax.vmap(lambda pp, vv: run(pixels, feats, pp, vv))(p, v)  # [G, O, F, h, w]
+            return jnp.any((logits > 0) & obj_on[..., None, None, None], axis=1)  # [G, F, h, w]
+        order, on = track_slots(obj_on, cap)  # [C]
+        logits = run(pixels, feats, p.reshape(g * o, num_f, 4)[order], v.reshape(g * o, num_f)[order])
+        owner = jax.nn.one_hot(order // o, g, dtype=jnp.float32) * on[:, None]  # [C, G]
+        hit = jnp.einsum("cg,cfhw->gfhw", owner, (logits > 0).astype(jnp.float32))
+        return hit > 0  # [G, F, h, w] union over the completion's kept tracks
 
     masks = jax.vmap(one_clip)(batch["sam_pixels"], box_prompts, box_valid, prompted)  # [B, G, F, h, w]
     m = batch["gt_masks"].shape[-1]
     if masks.shape[-1] != m:
         masks = jax.image.resize(masks.astype(jnp.float32), masks.shape[:-2] + (m, m), "bilinear") > 0.5
-    return masks
+    dropped = jnp.maximum(n_prompted - cap, 0) if compact else jnp.zeros_like(n_prompted)
+    return masks, {"sam_tracks_prompted": n_prompted, "sam_tracks_dropped": dropped}

@@ -51,6 +51,9 @@ class GRPOSettings:
     vos_cfg: VOSRewardConfig = VOSRewardConfig()
     length_cfg: LengthBonusConfig = LengthBonusConfig()
     sam_direction: str = "forward"
+    # SAM2 track slots per clip (C): 0 = all G*O (g, o) tracks at static shapes, unprompted ones masked;
+    # C > 0 = the prompted tracks gathered into C slots (grpo_rollout.segment), the rest dropped and counted.
+    sam_tracks_per_clip: int = 0
     use_reference_grounder: bool = True  # False: the policy grounds its own descriptions (beta == 0)
     cache_dtype: Any = np.float32
 
@@ -85,12 +88,14 @@ class GRPOSettings:
             dynamic_sampling=rl.dynamic_sampling,
             micro_batch_completions=rl.micro_batch_completions,
             logprob_chunk_size=rl.logprob_chunk_size,
+            share_prompt_prefix=rl.share_prompt_prefix,
             weights=RewardWeights(alpha_k=r.alpha_k, alpha_k_ratio=r.alpha_k_ratio, alpha_a=r.alpha_a,
                                   alpha_g=r.alpha_g, clip_reward=r.clip_reward,
                                   released_code_gating=r.released_code_gating),
             length_cfg=LengthBonusConfig(enabled=r.len_bonus, min_len=r.len_min, max_len=r.len_max,
                                          acc_threshold=r.len_acc_threshold),
             sam_direction=config.segmenter.train_propagation,
+            sam_tracks_per_clip=rl.sam_tracks_per_clip,
             use_reference_grounder=rl.grounder == "reference",
         )
 
