@@ -6,9 +6,10 @@ batched over every track of every clip as ``grpo_rollout.segment`` batches them:
 conditioning frames (decoder + memory encoder); the whole propagation; one tracking step and, at that step's
 shapes, its memory attention, mask decoder, memory encoder and the encoder's two parts (mask downsampler,
 ConvNeXt fuser).  The fuser's depthwise 7x7 convolution is also timed as XLA's grouped convolution
-(``feature_group_count = C``, what the model runs) against the same result as 49 shifted multiply-adds
-(checked equal); ``ratio`` = grouped / shifted.  What-if: the whole propagation again with the fuser's depthwise
-conv swapped for the shifted form (a benchmark-only patch of ``models/sam2/memory.conv``, results checked equal).
+(``feature_group_count = C``, what the model ran before issue 9's fix) against the model's
+``common.DepthwiseConv`` (49 shifted multiply-adds, checked equal); ``ratio`` = grouped / shifted.  Before/after:
+the whole propagation again with the fuser built the old way (``conv(..., depthwise_impl="xla")`` patched into
+``models/sam2/memory``, results checked equal); ``propagation_ratio`` = old / current.
 
     python -m benchmarks.sam2_stage_profile --json benchmarks/results/sam2_stage_profile.json
 """
@@ -30,18 +31,16 @@ import numpy as np
 from benchmarks import common
 
 S = 64  # SAM2 input side of the tiny config
+PROP = "whole propagation (features + conditioning + F tracking steps)"
+PROP_OLD = "before: whole propagation, fuser depthwise as XLA grouped conv"
 
 
 def depthwise_shifted(x: jax.Array, w: jax.Array) -> jax.Array:
-    """Depthwise 'same' conv as k*k shifted multiply-adds: x [N,H,W,C], w [k,k,1,C] -> [N,H,W,C]."""
-    k = w.shape[0]
-    h, wd = x.shape[1:3]
-    xp = jnp.pad(x, ((0, 0), (k // 2, k // 2), (k // 2, k // 2), (0, 0)))
-    out = jnp.zeros_like(x)
-    for i in range(k):
-        for j in range(k):
-            out = out + xp[:, i:i + h, j:j + wd, :] * w[i, j, 0]
-    return out
+    """The model's depthwise 'same' conv (``common.DepthwiseConv``, k*k shifted multiply-adds), zero bias."""
+    from omnir1_jax.models.sam2.common import DepthwiseConv
+
+    k, c = w.shape[0], w.shape[-1]
+    return DepthwiseConv(c, k, k // 2).apply({"params": {"kernel": w, "bias": jnp.zeros((c,), w.dtype)}}, x)
 
 
 def depthwise_grouped(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -49,32 +48,6 @@ def depthwise_grouped(x: jax.Array, w: jax.Array) -> jax.Array:
     k = w.shape[0]
     return jax.lax.conv_general_dilated(x, w, (1, 1), [(k // 2, k // 2)] * 2,
                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=x.shape[-1])
-
-
-class _ShiftedDepthwise:
-    """Benchmark-only stand-in for ``memory.conv`` that builds depthwise 'same' convs as shifted multiply-adds."""
-
-    def __init__(self, orig: Any):
-        self.orig = orig
-
-    def __call__(self, features: int, kernel: int, stride: int = 1, padding: int = 0, groups: int = 1,
-                 name: str | None = None) -> Any:
-        import flax.linen as nn
-
-        from omnir1_jax.models.sam2.common import pinit
-
-        if not (groups == features > 1 and stride == 1 and padding == kernel // 2):
-            return self.orig(features, kernel, stride, padding, groups, name)
-
-        class Depthwise(nn.Module):  # same parameter names and shapes as the nn.Conv it replaces
-            @nn.compact
-            def __call__(self, x: jax.Array) -> jax.Array:
-                names = ("conv_spatial", "conv_spatial_2", "unsharded", "sam_mlp")
-                w = self.param("kernel", pinit(nn.initializers.lecun_normal(), names), (kernel, kernel, 1, features))
-                b = self.param("bias", pinit(nn.initializers.zeros, ("sam_mlp",)), (features,))
-                return depthwise_shifted(x, w) + b
-
-        return Depthwise(name=name)
 
 
 def build(clips: int, tracks: int, frames: int, keyframes: int) -> dict[str, Any]:
@@ -130,7 +103,7 @@ def build(clips: int, tracks: int, frames: int, keyframes: int) -> dict[str, Any
         "image features (all clips x frames)": (jax.jit(features), (p, px)),
         "conditioning frames (features + decoder + memory encoder, N x K)": (jax.jit(conditioning),
                                                                              (p, px, boxes, valid)),
-        "whole propagation (features + conditioning + F tracking steps)": (jax.jit(propagate), (p, px, boxes, valid)),
+        PROP: (jax.jit(propagate), (p, px, boxes, valid)),
         "one tracking step (N tracks, 1 frame)": (
             jax.jit(lambda p_, c, cr: sv.track_step(m, p_, c, cr, frame, t, frames)), (p, cond_n, carry)),
         "  memory attention": (jax.jit(lambda p_, mm: ap(m, p_, SVM.condition, fo["feat"], sv._frame_pos(m), mm, mm,
@@ -147,18 +120,21 @@ def build(clips: int, tracks: int, frames: int, keyframes: int) -> dict[str, Any
     }
     np.testing.assert_allclose(np.asarray(jits["depthwise 7x7 at the fuser's shape: XLA grouped conv"][0](hid, dw)),
                                np.asarray(depthwise_shifted(hid, dw)), rtol=1e-4, atol=1e-4)
+    import functools
+
     from omnir1_jax.models.sam2 import memory
+    from omnir1_jax.models.sam2.common import conv
 
     orig = memory.conv
-    memory.conv = _ShiftedDepthwise(orig)
+    memory.conv = functools.partial(conv, depthwise_impl="xla")  # the fuser as before issue 9's fix
     try:  # traced and compiled now, under the patch; later calls reuse that executable
-        what_if = jax.jit(lambda p_, x, b, v: propagate(p_, x, b, v))
-        patched = what_if(p, px, boxes, valid)
+        old = jax.jit(lambda p_, x, b, v: propagate(p_, x, b, v))
+        old_out = old(p, px, boxes, valid)
     finally:
         memory.conv = orig
-    committed = jits["whole propagation (features + conditioning + F tracking steps)"][0](p, px, boxes, valid)
-    np.testing.assert_allclose(np.asarray(patched), np.asarray(committed), rtol=1e-3, atol=1e-3)
-    jits["what-if: whole propagation, fuser depthwise as shifted multiply-adds"] = (what_if, (p, px, boxes, valid))
+    current = jits[PROP][0](p, px, boxes, valid)
+    np.testing.assert_allclose(np.asarray(old_out), np.asarray(current), rtol=1e-3, atol=1e-3)
+    jits[PROP_OLD] = (old, (p, px, boxes, valid))
     return {"fns": {k: (lambda f=f, a=a: f(*a)) for k, (f, a) in jits.items()},
             "shapes": {"tracks_total": n, "memory_tokens": n_mem, "fuser_input": list(hid.shape),
                        "high_res_mask": list(dec["high_res_masks"].shape)}}
@@ -184,12 +160,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     med = {r["what"]: r["median_s"] for r in rows}
     ratio = (med["depthwise 7x7 at the fuser's shape: XLA grouped conv"]
              / med["depthwise 7x7 at the fuser's shape: 49 shifted multiply-adds"])
-    print(f"[sam2_stage_profile] grouped / shifted depthwise conv: {ratio:.1f}x; done in "
+    prop_ratio = med[PROP_OLD] / med[PROP]
+    print(f"[sam2_stage_profile] grouped / shifted depthwise conv: {ratio:.1f}x; propagation before / now: "
+          f"{prop_ratio:.2f}x; done in "
           f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
     settings = {"clips": clips, "tracks_per_clip": tracks, "frames": frames, "keyframes": kf, "smoke": args.smoke,
                 "repeats": repeats, **env["shapes"]}
     return common.finish({"benchmark": "sam2_stage_profile", "settings": settings, "rows": rows,
-                          "ratio": float(ratio)}, args.json)
+                          "ratio": float(ratio), "propagation_ratio": float(prop_ratio)}, args.json)
 
 
 if __name__ == "__main__":

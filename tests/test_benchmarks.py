@@ -121,3 +121,13 @@ def test_sam2_stage_profile_depthwise_conv_forms_agree():
     # a direct sum at one output position (centre tap at (0, 0) sees rows/cols 0..3 of the 7x7 window)
     ref = sum(float(x[1, i, j, 2] * w[i + 3, j + 3, 0, 2]) for i in range(4) for j in range(4))
     assert abs(got[1, 0, 0, 2] - ref) < 1e-4
+
+
+def test_depthwise_conv_smoke(tmp_path):
+    """The three depthwise forms run, agree (the script asserts it) and report both passes for each."""
+    res = _run("depthwise_conv", tmp_path)
+    row = res["rows"][0]
+    assert row["shape"] == [2, 5, 7, 8]
+    for form in ("grouped", "shifted", "patches"):
+        assert row[f"{form} fwd ms"] > 0 and row[f"{form} fwd+bwd ms"] > 0
+    assert res["ratio"] == pytest.approx(row["grouped fwd ms"] / row["shifted fwd ms"])

@@ -25,13 +25,54 @@ def dense(features: int, names: Names = ("sam_embed", "sam_mlp"), name: str | No
 
 
 def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, groups: int = 1,
-         name: str | None = None) -> nn.Conv:
-    """NHWC conv (kernel [kh, kw, in/groups, out]) with PyTorch-style symmetric padding."""
+         name: str | None = None, depthwise_impl: str = "shifted") -> nn.Module:
+    """NHWC conv (kernel [kh, kw, in/groups, out]) with PyTorch-style symmetric padding.
+
+    A depthwise conv (``groups == features > 1``, stride 1) is built as :class:`DepthwiseConv` (shifted
+    multiply-adds, same parameters) unless ``depthwise_impl="xla"`` asks for XLA's grouped convolution.
+    """
+    if depthwise_impl not in ("shifted", "xla"):
+        raise ValueError(f"depthwise_impl must be 'shifted' or 'xla', got {depthwise_impl!r}")
+    if groups == features > 1 and stride == 1 and depthwise_impl == "shifted":
+        return DepthwiseConv(features, kernel, padding, name=name)
     names = ("conv_spatial", "conv_spatial_2", "sam_embed" if groups == 1 else "unsharded", "sam_mlp")
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=((padding, padding),) * 2,
                    feature_group_count=groups, name=name,
                    kernel_init=pinit(nn.initializers.lecun_normal(), names),
                    bias_init=pinit(nn.initializers.zeros, ("sam_mlp",)))
+
+
+class DepthwiseConv(nn.Module):
+    """Depthwise stride-1 conv as a sum of k*k shifted multiply-adds, with ``nn.Conv``'s params and init.
+
+    Why: XLA:CPU lowers ``feature_group_count = C`` to a generic grouped convolution that is 30x slower than
+    this elementwise form on SAM2's fuser shapes (forward; ~2x to 10x in the backward), which dominated the
+    memory encoder.  On GPU/TPU the form is one fused elementwise loop (k*k cached reads per output, no
+    im2col buffer), so it stays the default everywhere; ``conv(..., depthwise_impl="xla")`` builds the
+    grouped ``nn.Conv`` (identical param tree) for comparison.  Params: ``kernel`` [k, k, 1, C], ``bias`` [C].
+    """
+
+    features: int
+    kernel: int
+    padding: int = 0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:  # [..., H, W, C] -> [..., H + 2p - k + 1, W + 2p - k + 1, C]
+        c, k, p = self.features, self.kernel, self.padding
+        if x.shape[-1] != c:
+            raise ValueError(f"DepthwiseConv expects {c} input channels, got {x.shape[-1]}")
+        w = self.param("kernel", pinit(nn.initializers.lecun_normal(),
+                                       ("conv_spatial", "conv_spatial_2", "unsharded", "sam_mlp")), (k, k, 1, c))
+        b = self.param("bias", pinit(nn.initializers.zeros, ("sam_mlp",)), (c,))
+        x, w, b = nn.dtypes.promote_dtype(x, w, b)
+        h, wd = x.shape[-3] + 2 * p - k + 1, x.shape[-2] + 2 * p - k + 1
+        xp = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(p, p), (p, p), (0, 0)])
+        out = None
+        for i in range(k):  # XLA fuses the k*k slices, products and sums into one elementwise loop
+            for j in range(k):
+                t = xp[..., i:i + h, j:j + wd, :] * w[i, j, 0]
+                out = t if out is None else out + t
+        return out + b
 
 
 def layer_norm(eps: float = 1e-5, name: str | None = None) -> nn.LayerNorm:

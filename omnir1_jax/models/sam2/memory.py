@@ -45,7 +45,8 @@ class MaskDownSampler(nn.Module):
 
 
 class FuserBlock(nn.Module):
-    """ConvNeXt block: depthwise 7x7, LayerNorm, pointwise MLP, layer scale, residual."""
+    """ConvNeXt block: depthwise 7x7 (shifted multiply-adds, see ``common.DepthwiseConv``), LayerNorm, pointwise MLP,
+    layer scale, residual."""
 
     cfg: Sam2Config
 
