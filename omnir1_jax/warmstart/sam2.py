@@ -235,25 +235,32 @@ def heldout_clips(n: int, seed: int, frames: Sequence[int] = (8, 12)) -> list[tu
     return out
 
 
-def evaluate_j(model: Sam2VideoModel, params: Params, clips: list[tuple], visible_only: bool = False) -> float:
-    """Mean DAVIS J (original resolution, bidirectional ``segment_video``) of GT-box-prompted object tracks.
+def evaluate_views(model: Sam2VideoModel, params: Params, clips: list[tuple]) -> dict[str, float]:
+    """Mean DAVIS J (original resolution, bidirectional ``segment_video``) of GT-box-prompted object tracks, three ways.
 
-    ``visible_only`` averages over the frames where the object is visible (an empty prediction scores 0 there).
+    ``j``: every frame (what ReVOS-style J sees: an empty prediction scores 1 where the object is absent);
+    ``j_visible``: only the frames where the object is visible (tracking quality, empty scores 0);
+    ``j_prompted``: only the frame that got the GT box (the box -> mask skill alone).
     """
     from omnir1_jax.eval_pipeline import segment_video
     from omnir1_jax.metrics.davis import jaccard
 
-    js = []
+    views: dict[str, list[float]] = {"j": [], "j_visible": [], "j_prompted": []}
     for frames, masks, prompt in clips:
         for j, t in enumerate(prompt):
             if t < 0:
                 continue
             pred = segment_video(model, params, frames, _box(masks[j, t])[None], np.array([t]))
             per_frame = jaccard(pred, masks[j])
-            if visible_only:
-                per_frame = per_frame[masks[j].reshape(len(per_frame), -1).any(-1)]
-            js.append(float(np.mean(per_frame)))
-    return float(np.mean(js))
+            views["j"].append(float(np.mean(per_frame)))
+            views["j_visible"].append(float(np.mean(per_frame[masks[j].reshape(len(per_frame), -1).any(-1)])))
+            views["j_prompted"].append(float(per_frame[t]))
+    return {k: float(np.mean(v)) for k, v in views.items()}
+
+
+def evaluate_j(model: Sam2VideoModel, params: Params, clips: list[tuple], visible_only: bool = False) -> float:
+    """Mean J of GT-box-prompted tracks over every frame, or (``visible_only``) over the visible frames."""
+    return evaluate_views(model, params, clips)["j_visible" if visible_only else "j"]
 
 
 def ceiling_j(clips: list[tuple], size: int) -> float:
@@ -335,10 +342,12 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
             if progress:
                 bar.write(json.dumps(row))
     params = tie_positional_embeddings(jax.device_get(params) if best[2] is None else best[2])
-    j_after = evaluate_j(model, params, clips) if clips else None
+    views = evaluate_views(model, params, clips) if clips else {}
+    j_after = views.get("j")
     result = {"steps": steps, "seed": seed, "batch": batch, "learning_rate": learning_rate,
               "train_frames": frames, "warmup": warmup, "bptt": bptt, "eval_clips": eval_clips, "kept_step": best[1] or steps,
-              "j_before": j_before, "j_after": j_after,
+              "j_before": j_before, "j_after": j_after, "j_visible_after": views.get("j_visible"),
+              "j_prompted_after": views.get("j_prompted"),
               "j_ceiling_16x16": ceiling_j(clips, cfg.mask_size) if clips else None, "curve": curve,
               "wall_s": round(time.time() - t0, 1)}
     if out_dir:
@@ -372,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         init = load_checkpoint(a.init)[1]
     r = train_sam2(a.out, a.steps, a.seed, a.batch, a.log_every, a.lr, a.eval_clips, val_every=a.val_every,
                    bptt=a.bptt, params=init, frames=a.frames, warmup=a.warmup)
-    keys = ("steps", "seed", "kept_step", "j_before", "j_after", "j_ceiling_16x16", "wall_s")
+    keys = ("steps", "seed", "kept_step", "j_before", "j_after", "j_visible_after", "j_prompted_after",
+            "j_ceiling_16x16", "wall_s")
     print(json.dumps({k: r[k] for k in keys}
                      | {"final_loss": r["curve"][-1]["loss"] if r["curve"] else None}))
 
