@@ -3,7 +3,7 @@
     omnir1-train --config experiments/synthetic_tiny.py --workdir /tmp/omnir1_tiny
 
 GRPO on the synthetic world's RefAVS- and ReVOS-format training splits, starting from the shipped SFT
-checkpoint, with the shipped Base thinker as the frozen reference (grounder + KL anchor) and the shipped tiny
+checkpoint, with the shipped Base thinker as the frozen reference (the grounder; beta = 0, so no KL anchor) and the shipped tiny
 SAM2; at the end the Base / SFT / GRPO (+ passthrough, random_keyframes) table on the held-out
 ``refavs_test`` and ``revos_test`` splits is printed and written to ``<workdir>/results.json``, with the
 training curves in ``<workdir>/training_curves.png``.  Same code path as the 7B configs (same step, parsers
@@ -31,7 +31,7 @@ def get_config(arg: str | None = None):
     c.model.tiny_hidden_size = 64
     c.model.tiny_num_layers = 2
     c.model.checkpoint = os.path.join(ASSETS, "sft")  # GRPO starts from SFT (see the assets README)
-    c.model.reference_checkpoint = os.path.join(ASSETS, "base")  # frozen grounder + KL anchor
+    c.model.reference_checkpoint = os.path.join(ASSETS, "base")  # frozen grounder (KL anchor only if beta > 0)
     c.segmenter.preset = "tiny"
     c.segmenter.checkpoint = os.path.join(ASSETS, "sam2")
     c.segmenter.dtype = "float32"
