@@ -34,37 +34,45 @@ VGRID, HGRID = (2, 4, 4), (1, 4, 4)
 QUERY = "the red circle"
 
 
-def host_batch(tok: Any, cfg: Any, B: int) -> dict[str, np.ndarray]:
+def video_grid(frames: int) -> tuple[int, int, int]:
+    """The low-res video grid of a clip of ``frames`` frames (temporal patch 2, 4 x 4 patches)."""
+    return (max(frames // 2, 1),) + VGRID[1:]
+
+
+def host_batch(tok: Any, cfg: Any, B: int, frames: int = F, query: str = QUERY) -> dict[str, np.ndarray]:
     """One VOS batch of B left-padded prompts (two prompt lengths), video / key-frame / SAM2 pixels, GT (NumPy)."""
     from omnir1_jax import prompts
 
-    text = prompts.render_prompt(tok, "vos", QUERY, F, seed_key="a")
-    ids = tok.encode(prompts.expand_placeholders(text, video_grids=[VGRID]))
+    vgrid = video_grid(frames)
+    text = prompts.render_prompt(tok, "vos", query, frames, seed_key="a")
+    ids = tok.encode(prompts.expand_placeholders(text, video_grids=[vgrid]))
     rows = [prompts.left_pad(ids if b % 2 == 0 else ids[:-2] + ids[-1:], len(ids) + 3, tok.pad_id) for b in range(B)]
     rng = np.random.default_rng(0)
-    gt = np.zeros((B, 3, F, M, M), bool)
+    gt = np.zeros((B, 3, frames, M, M), bool)
     gt[:, 0, :, 4:10, 4:12] = True
-    boxes = np.full((B, 3, F, 4), -1.0, np.float32)
+    boxes = np.full((B, 3, frames, 4), -1.0, np.float32)
     boxes[:, 0] = [16, 16, 47, 39]
     return {
         "input_ids": np.stack([r for r, _ in rows]).astype(np.int32),
         "attention_mask": np.stack([m for _, m in rows]).astype(np.int32),
-        "pixel_values_videos": rng.normal(size=(B * int(np.prod(VGRID)), cfg.vision.patch_dim)).astype(np.float32),
-        "hires_patches": rng.normal(size=(B, F, int(np.prod(HGRID)), cfg.vision.patch_dim)).astype(np.float32),
+        "pixel_values_videos": rng.normal(size=(B * int(np.prod(vgrid)), cfg.vision.patch_dim)).astype(np.float32),
+        "hires_patches": rng.normal(size=(B, frames, int(np.prod(HGRID)), cfg.vision.patch_dim)).astype(np.float32),
         "ground_ratio": np.ones((B, 2), np.float32),
-        "sam_pixels": rng.normal(size=(B, F, 3, S, S)).astype(np.float32),
+        "sam_pixels": rng.normal(size=(B, frames, 3, S, S)).astype(np.float32),
         "sam_scale": np.ones((B, 2), np.float32),
         "gt_masks": gt, "gt_boxes": boxes,
-        "obj_valid": np.asarray([[True, False, False]] * B), "num_frames": np.asarray([F] * B, np.int32),
+        "obj_valid": np.asarray([[True, False, False]] * B), "num_frames": np.asarray([frames] * B, np.int32),
     }
 
 
 def build_env(G: int, T: int, B: int = 2, Tg: int = 8, lr: float = 1e-6, micro_batch: int = 8,
-              sam_tracks: int = -1) -> dict[str, Any]:
+              sam_tracks: int = -1, frames: int = F, query: str = QUERY, hidden: int = 64,
+              layers: int = 2) -> dict[str, Any]:
     """Tiny thinker + tiny SAM2 + one VOS batch + settings + optimizer (the construction of test_grpo_step).
 
     ``sam_tracks``: ``GRPOSettings.sam_tracks_per_clip``; -1 = G (one object per completion, the torch
-    recipe's work), 0 = all G * O tracks.
+    recipe's work), 0 = all G * O tracks.  ``frames`` / ``query`` set the clip length and the prompt length;
+    ``hidden`` / ``layers`` size the thinker's language model (``tiny_thinker_config``).
     """
     from omnir1_jax import parallel
     from omnir1_jax.models.qwen_omni import Thinker, init_params
@@ -79,15 +87,15 @@ def build_env(G: int, T: int, B: int = 2, Tg: int = 8, lr: float = 1e-6, micro_b
     from omnir1_jax.text import SyntheticTokenizer
 
     tok = SyntheticTokenizer()
-    cfg = tiny_thinker_config(tok)
+    cfg = tiny_thinker_config(tok, hidden=hidden, layers=layers)
     thinker = Thinker(cfg)
     params = parallel.unbox(jax.jit(init_params, static_argnums=0)(thinker, jax.random.key(0)))
     sam_cfg = Sam2Config.tiny()
     sam = Sam2VideoModel(sam_cfg)
     init_sam = lambda r: sam.init(r, jnp.zeros((1, 3, S, S)), method=Sam2VideoModel.init_all)["params"]  # noqa: E731
     sam_params = parallel.unbox(jax.jit(init_sam)(jax.random.key(1)))
-    host = host_batch(tok, cfg, B)
-    shapes = BatchShapes.from_host(video_grid_thw=[VGRID] * B, hires_grid_thw=HGRID)
+    host = host_batch(tok, cfg, B, frames, query)
+    shapes = BatchShapes.from_host(video_grid_thw=[video_grid(frames)] * B, hires_grid_thw=HGRID)
     spec = build_spec(tok, HGRID, max_desc_tokens=8, vocab_size=cfg.vocab_size)
     s = GRPOSettings(task="vos", num_generations=G, max_new_tokens=T, stop_ids=(), pad_id=tok.pad_id,
                      grounding_max_new_tokens=Tg, micro_batch_completions=min(micro_batch, B * G),
@@ -102,7 +110,8 @@ def build_env(G: int, T: int, B: int = 2, Tg: int = 8, lr: float = 1e-6, micro_b
     return dict(tok=tok, cfg=cfg, params=params, sam_cfg=sam_cfg, sam_params=sam_params, host=host,
                 batch={k: jnp.asarray(v) for k, v in host.items()}, shapes=shapes, spec=spec, s=s, tx=tx,
                 models=grpo_rollout.StepModels(thinker, sam), ref=jax.tree.map(jnp.copy, params),
-                fresh_state=fresh_state, G=G, T=T, Tg=Tg, B=B)
+                fresh_state=fresh_state, G=G, T=T, Tg=Tg, B=B, frames=frames, query=query,
+                prompt_len=int(host["input_ids"].shape[1]))
 
 
 def ours_fns(e: dict[str, Any], split: bool) -> dict[str, Any]:
@@ -136,8 +145,9 @@ def theirs_recipe(e: dict[str, Any], tmp: str) -> Any:
 
     policy = hf_thinker(e["params"], e["cfg"], os.path.join(tmp, "policy"))
     ref = hf_thinker(e["ref"], e["cfg"], os.path.join(tmp, "ref"))
-    return TorchRecipe(policy, ref, hf_sam2(e["sam_cfg"], e["sam_params"]), e["tok"], e["host"], VGRID, HGRID,
-                       G=e["G"], T=e["T"], Tg=e["Tg"], K=e["s"].max_keyframes, query=QUERY,
+    return TorchRecipe(policy, ref, hf_sam2(e["sam_cfg"], e["sam_params"]), e["tok"], e["host"],
+                       video_grid(e["frames"]), HGRID, G=e["G"], T=e["T"], Tg=e["Tg"], K=e["s"].max_keyframes,
+                       query=e["query"],
                        variant=e["spec"].variant)
 
 
@@ -176,7 +186,7 @@ def run(G: int, T: int, repeats: int, torch_threads: int, B: int = 2, micro_batc
         "sam_tracks_per_clip": e["s"].sam_tracks_per_clip,  # 0 = all G x O tracks
         "sam_tracks_prompted": float(metrics["sam_tracks_prompted"]),  # first step, whole batch
         "sam_tracks_dropped": float(metrics["sam_tracks_dropped"]),
-        "frames": F, "sam_side": S, "torch_threads": torch_threads,
+        "frames": e["frames"], "prompt_len": e["prompt_len"], "sam_side": S, "torch_threads": torch_threads,
         "ours_step_s": med["ours"], "theirs_step_s": med["theirs"], "ratio": med["theirs"] / med["ours"],
         "ours_compile_s": max(first_s - med["ours"], 0.0), "ours_first_call_s": first_s,
         "ours_split_compile_s": max(first_ro + first_up - med["ours_rollout"] - med["ours_update"], 0.0),

@@ -124,6 +124,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.rl.sam_tracks_per_clip = 0
     c.rl.grounder = "reference"  # reference | policy (beta == 0 -> self-grounding)
     c.rl.grounding_max_new_tokens = 128
+    # High-res candidate frames per call of the grounder's vision encoder (0 = all B * F at once).  Each
+    # full-attention block of the ViT holds [frames, heads, patches, patches] scores: for the 7B run (B * F =
+    # 192 frames of 3600 patches) the rollout half needs 209 GiB per device at 0 and 68 GiB at 8 on an fsdp=8
+    # mesh (omnir1-plan, benchmarks/README.md "Memory planning").  Same features either way.
+    c.rl.ground_encode_chunk = 8
     c.rl.split_mode = False  # rollout / reward / update as separate jits (memory option)
 
     c.reward = ml_collections.ConfigDict()
@@ -253,6 +258,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(1 <= rl.max_keyframes, "rl.max_keyframes", "must be >= 1")
     _check(rl.grounder in ("reference", "policy"), "rl.grounder", "must be 'reference' or 'policy'")
     _check(isinstance(rl.share_prompt_prefix, bool), "rl.share_prompt_prefix", "must be True or False")
+    _check(rl.ground_encode_chunk >= 0, "rl.ground_encode_chunk", "must be >= 0 (0: all frames in one call)")
     _check(rl.sam_tracks_per_clip >= 0, "rl.sam_tracks_per_clip", "must be >= 0 (0: all G * O tracks)")
     _check(rl.sam_tracks_per_clip == 0 or c.segmenter.train_propagation != "bidirectional",
            "rl.sam_tracks_per_clip", "track slots shared by a group need segmenter.train_propagation forward or "

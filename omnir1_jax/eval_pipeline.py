@@ -466,7 +466,8 @@ def _predict_group(bundle: ParamsBundle, config, pcfg: PreprocessConfig, recs: l
     ratios = np.tile(np.asarray([[resized[1] / w, resized[0] / h]], np.float32), (B, 1))
     gparsed = {"key_frames": np.tile(np.arange(K, dtype=np.int32)[None], (B, 1)), "key_valid": key_valid,
                "key_desc_tokens": np.asarray(spans, np.int32), "key_desc_tok_exact": np.asarray(exact, bool)}
-    gcfg = GroundingConfig(max_new_tokens=int(config.rl.grounding_max_new_tokens), num_objects=int(d.max_objects))
+    gcfg = GroundingConfig(max_new_tokens=int(config.rl.grounding_max_new_tokens), num_objects=int(d.max_objects),
+                           encode_chunk=int(config.rl.ground_encode_chunk))
     gparams = bundle.params if bundle.grounder_params is None else bundle.grounder_params
     g_in, gparsed, patches, ratios = _to_mesh(mesh, (np.asarray(g_in, np.int32), gparsed, patches, ratios))
     with _mesh_context(mesh):

@@ -71,7 +71,8 @@ def test_json_fields(recipe, tmp_path, monkeypatch):
     """main(--smoke --json) with our side stubbed: interleaving, breakdown, ratio and JSON plumbing."""
     import jax.numpy as jnp
 
-    env = {"G": G, "T": T, "Tg": TG, "s": types.SimpleNamespace(max_keyframes=K, max_objects=3, sam_tracks_per_clip=G)}
+    env = {"G": G, "T": T, "Tg": TG, "frames": 4, "prompt_len": 21,
+           "s": types.SimpleNamespace(max_keyframes=K, max_objects=3, sam_tracks_per_clip=G)}
     monkeypatch.setattr(grpo_step, "build_env", lambda g, t, b, **kw: env)
     monkeypatch.setattr(grpo_step, "theirs_recipe", lambda e, tmp: recipe)
     stub = lambda: {"completion_len": jnp.float32(T), "sam_tracks_dropped": jnp.float32(0),  # noqa: E731
@@ -88,5 +89,29 @@ def test_json_fields(recipe, tmp_path, monkeypatch):
         assert row[k] >= 0, k
     assert set(row["theirs_stages_s"]) >= {"generate", "ground", "sam2", "rewards", "update"}
     assert row["completions"] == G and row["max_new_tokens"] == T and row["micro_batch_completions"] == min(8, G)
+    assert row["frames"] == 4 and row["prompt_len"] == 21
     assert row["sam_tracks_per_clip"] == G and row["sam_tracks_dropped"] == 0 and row["sam_tracks_prompted"] == 1
     assert on_disk["environment"]["jax_backend"] == "cpu"
+
+
+def test_grpo_scaling_cases_and_slopes():
+    """The axes through the base case, and log-log slopes fitted along each (prompt length by its real value)."""
+    from benchmarks import grpo_scaling
+
+    base = {"G": 4, "max_new_tokens": 16, "frames": 4, "prompt_extra": 0}
+    values = {"G": [2, 4, 8], "max_new_tokens": [16, 32], "frames": [4, 8], "prompt_extra": [0, 256]}
+    got = grpo_scaling.cases(values, base, list(grpo_scaling.AXES), "axes")
+    assert got[0] == base and len(got) == 1 + 2 + 1 + 1 + 1  # no duplicate of the base case
+    assert {c["G"] for c in got if c["max_new_tokens"] == 16 and c["frames"] == 4 and c["prompt_extra"] == 0} \
+        == {2, 4, 8}
+    full = grpo_scaling.cases(values, base, [], "full")
+    assert len(full) == 6 and all(c["frames"] == 4 for c in full)
+    # Step time ~ G (slope 1), ~ prompt_len**2 (slope 2), flat in T and frames; compile flat everywhere.
+    rows = []
+    for c in got:
+        plen = 760 + c["prompt_extra"]
+        rows.append({**c, "prompt_len": plen, "compile_s": 30.0, "step_s": 0.01 * c["G"] * (plen / 760) ** 2})
+    fit = grpo_scaling.slopes(rows, base)
+    assert fit["step_s_vs_G"] == pytest.approx(1.0) and fit["step_s_vs_prompt_len"] == pytest.approx(2.0)
+    assert fit["step_s_vs_max_new_tokens"] == pytest.approx(0.0, abs=1e-9)
+    assert fit["compile_s_vs_frames"] == pytest.approx(0.0, abs=1e-9)

@@ -342,3 +342,21 @@ def test_bpe_tokens_mode(tok, bpe):
         assert row[-len(sp.suffix_ids):] == np.asarray(sp.suffix_ids).tolist()
     assert n_exact >= 16 and n_upper >= 2 and approx.sum() >= 4
     assert not approx[3 * K] and not approx[7 * K] and approx[11 * K]
+
+
+def test_chunked_frame_encoding_equals_one_call(spec, thinker, parsed):
+    """`encode_chunk` (lax.map over chunks of candidate frames, last chunk zero-padded) changes only memory."""
+    from omnir1_jax.rollout.grounding import encode_candidate_frames
+
+    model, params = thinker
+    _, _, frames = _prompts_and_frames(parsed, thinker)  # [2, 3, 16, Pd]: 6 candidate frames
+    enc = jax.jit(encode_candidate_frames, static_argnums=(0, 4))
+    whole = np.asarray(enc(model, params, spec, jnp.asarray(frames), 0))
+    assert whole.shape[:2] == (6, spec.n_image_tokens) and np.abs(whole).max() > 0
+    for chunk in (1, 4):  # 6 = 6 x 1 and 4 + (2 real + 2 padding)
+        got = np.asarray(enc(model, params, spec, jnp.asarray(frames), chunk))
+        np.testing.assert_allclose(got, whole, rtol=1e-5, atol=1e-5, err_msg=f"chunk={chunk}")
+    # Frame order is kept: swapping two clips' frames swaps their features.
+    swapped = np.asarray(enc(model, params, spec, jnp.asarray(frames[::-1]), 4))
+    np.testing.assert_allclose(swapped.reshape(2, 3, *whole.shape[1:])[::-1].reshape(whole.shape), whole,
+                               rtol=1e-5, atol=1e-5)

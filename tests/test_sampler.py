@@ -167,10 +167,10 @@ def _reference_decode(params, emb, pos, mask, rng, cfg):
         logits = _teacher_logits(params, emb, pos, mask, jnp.asarray(tokens), g)[:, t]
         tok, lp = sampling_ops.select_tokens(
             jax.random.fold_in(rng, t), logits, temperature=cfg.temperature, top_p=cfg.top_p,
-            top_k=cfg.top_k, greedy=cfg.greedy, candidates=cfg.top_p_candidates)
+            top_k=cfg.top_k, greedy=cfg.greedy, candidates=cfg.candidates(logits.shape[-1]))
         tok, lp = np.asarray(tok), np.asarray(lp)
         nucleus = _np_nucleus(np.asarray(logits, np.float64) / cfg.temperature, cfg.top_p)
-        wide_steps.append(bool((nucleus[~done].sum(-1) > cfg.top_p_candidates).any()))
+        wide_steps.append(bool((nucleus[~done].sum(-1) > cfg.candidates(logits.shape[-1])).any()))
         tokens[:, t] = np.where(done, cfg.pad_id, tok)
         logps[:, t] = np.where(done, 0.0, lp)
         done |= ~done & np.isin(tok, cfg.stop_ids)
@@ -574,3 +574,17 @@ def test_7b_shaped_sampler_traces_with_static_shapes():
                          jax.random.PRNGKey(0))
     assert out.tokens.shape == out.logprobs.shape == out.mask.shape == (b * g, t)
     assert out.cache["k"].shape == (28, b * g, 4, p + t, 128) and out.cache["k"].dtype == jnp.bfloat16
+
+
+def test_top_p_candidates_default_follows_the_backend_and_vocab():
+    """-1 (default): the bisection alone on CPU for small vocabularies (XLA:CPU's top_k is the slower path there),
+    the 64-candidate fast path otherwise; explicit values pass through."""
+    from omnir1_jax.rollout.sampler import CPU_BISECTION_MAX_VOCAB
+
+    cpu = jax.default_backend() == "cpu"
+    assert SamplerConfig().candidates(512) == (0 if cpu else 64)
+    assert SamplerConfig().candidates(CPU_BISECTION_MAX_VOCAB + 1) == 64
+    assert SamplerConfig(top_p_candidates=7).candidates(512) == 7
+    assert SamplerConfig(top_p_candidates=0).candidates(152064) == 0
+    with pytest.raises(ValueError, match="top_p_candidates"):
+        SamplerConfig(top_p_candidates=-2)

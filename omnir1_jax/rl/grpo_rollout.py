@@ -78,7 +78,7 @@ def ground(models: StepModels, s: GRPOSettings, spec: grounding_lib.GroundingSpe
            batch: Batch, out: SampleOutput, parsed: dict) -> grounding_lib.GroundingOutput:
     """Stage C: the frozen grounder (greedy) boxes every (completion, keyframe) on its high-res frame."""
     cfg = grounding_lib.GroundingConfig(max_new_tokens=s.grounding_max_new_tokens, num_objects=s.max_objects,
-                                        cache_dtype=s.cache_dtype)
+                                        cache_dtype=s.cache_dtype, encode_chunk=s.ground_encode_chunk)
     return grounding_lib.ground(models.thinker, grounder_params, spec, out.tokens, parsed,
                                 batch["hires_patches"], batch["ground_ratio"], cfg)
 

@@ -34,6 +34,7 @@ class GRPOSettings:
     max_objects: int = 3  # O
     max_json: int = 8  # J parser slots (statistics cover all objects anyway)
     grounding_max_new_tokens: int = 128
+    ground_encode_chunk: int = 0  # high-res candidate frames per grounder vision-encoder call; 0 = all at once
     beta: float = 0.04
     kl_estimator: str = "k3"
     adv_estimator: str = "grpo"
@@ -76,6 +77,7 @@ class GRPOSettings:
             max_keyframes=rl.max_keyframes if task == "vos" else 1,
             max_objects=config.data.max_objects,
             grounding_max_new_tokens=rl.grounding_max_new_tokens,
+            ground_encode_chunk=rl.ground_encode_chunk,
             beta=rl.beta,
             kl_estimator=rl.kl_estimator,
             adv_estimator=rl.adv_estimator,

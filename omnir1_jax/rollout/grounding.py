@@ -26,6 +26,7 @@ from omnir1_jax.rollout.sampler import SamplerConfig, sample
 
 __all__ = [
     "GroundingConfig", "GroundingOutput", "GroundingPrompts", "GroundingSpec", "assemble", "build_spec",
+    "encode_candidate_frames",
     "ground", "ground_jit", "grounding_embeds", "grounding_positions", "host_prompt_ids", "host_prompt_text",
     "parse_slot_boxes", "slot_frame_rows",
 ]
@@ -38,6 +39,9 @@ class GroundingConfig:
     max_new_tokens: int = 64  # grounder budget (the reference uses max_completion_length)
     num_objects: int = 3  # O box slots per keyframe
     cache_dtype: Any = jnp.float32
+    # Candidate frames per vision-encoder call (``lax.map`` over chunks of the B*F frames); 0 = all at once.
+    # Each full-attention block holds [frames, heads, patches, patches] scores, so chunking bounds the memory.
+    encode_chunk: int = 0
 
 
 @flax.struct.dataclass
@@ -63,6 +67,31 @@ def slot_frame_rows(key_frames: jax.Array, num_clips: int, num_frames: int) -> j
     return clip * num_frames + jnp.clip(key_frames.reshape(-1), 0, num_frames - 1)
 
 
+def encode_candidate_frames(model: nn.Module, params: Any, spec: GroundingSpec, frame_patches: jax.Array,
+                            chunk: int = 0) -> jax.Array:
+    """Vision features ``[B*F, n_img, D]`` of every high-res candidate frame, ``chunk`` frames per encoder call.
+
+    Every frame has its own attention segments, so chunking (a ``lax.map`` over chunks, the last one padded
+    with zero frames) changes nothing but peak memory.
+    """
+    B, F, Np, Pd = frame_patches.shape
+    grid = tuple(spec.grid_thw)
+
+    def encode(patches: jax.Array) -> jax.Array:  # [n, Np, Pd] -> [n, n_img, D]
+        n = patches.shape[0]
+        feats = model.apply({"params": params}, patches.reshape(n * Np, Pd), (grid,) * n,
+                            method=lambda m, x, g: m.visual(x, g))
+        return feats.reshape(n, spec.n_image_tokens, -1)
+
+    flat = frame_patches.reshape(B * F, Np, Pd)
+    if chunk <= 0 or chunk >= B * F:
+        return encode(flat)
+    n_chunks = -(-B * F // chunk)
+    padded = jnp.pad(flat, ((0, n_chunks * chunk - B * F), (0, 0), (0, 0)))  # zero frames, dropped below
+    feats = jax.lax.map(encode, padded.reshape(n_chunks, chunk, Np, Pd))  # [n_chunks, chunk, n_img, D]
+    return feats.reshape(n_chunks * chunk, *feats.shape[2:])[: B * F]
+
+
 def grounding_embeds(
     model: nn.Module,
     params: Any,
@@ -70,17 +99,14 @@ def grounding_embeds(
     prompts: GroundingPrompts,
     frame_patches: jax.Array,
     frame_rows: jax.Array,
+    encode_chunk: int = 0,
 ) -> tuple[jax.Array, jax.Array]:
     """Prompt embeddings [S, Lg, D] with each slot's keyframe features placed, and positions [3, S, Lg].
 
     frame_patches [B, F, Np, patch_dim] (static grid `spec.grid_thw` per frame); frame_rows [S] = b * F + f.
-    The vision encoder runs once per (clip, frame).
+    The vision encoder runs once per (clip, frame), ``encode_chunk`` frames at a time (0: all at once).
     """
-    B, F, Np, Pd = frame_patches.shape
-    grid = (tuple(spec.grid_thw),) * (B * F)
-    feats = model.apply({"params": params}, frame_patches.reshape(B * F * Np, Pd), grid,
-                        method=lambda m, x, g: m.visual(x, g))  # [B*F*n_img, D]
-    feats = feats.reshape(B * F, spec.n_image_tokens, -1)
+    feats = encode_candidate_frames(model, params, spec, frame_patches, encode_chunk)  # [B*F, n_img, D]
     ids = prompts.input_ids
     x = model.apply({"params": params}, ids, method="embed_tokens")  # [S, Lg, D]
     is_img = (ids == spec.image_token_id) & (prompts.attention_mask == 1)
@@ -137,7 +163,7 @@ def ground(
     prompts = assemble(spec, completion_tokens, span[..., 0], span[..., 1], parsed["key_valid"],
                        parsed.get("key_desc_tok_exact"))
     rows = slot_frame_rows(jnp.where(parsed["key_valid"], parsed["key_frames"], 0), B, F)
-    x, pos = grounding_embeds(model, ref_params, spec, prompts, frame_patches, rows)
+    x, pos = grounding_embeds(model, ref_params, spec, prompts, frame_patches, rows, cfg.encode_chunk)
     scfg = SamplerConfig(max_new_tokens=cfg.max_new_tokens, greedy=True, stop_ids=spec.stop_ids,
                          pad_id=spec.pad_id, cache_dtype=cfg.cache_dtype)
     out = sample(model, ref_params, x, pos, prompts.attention_mask, jax.random.PRNGKey(0), scfg)

@@ -35,6 +35,12 @@ from omnir1_jax.rollout import sampling_ops
 _CACHE_AXES = ("layers", "cache_batch", "cache_kv_heads", "cache_length", "cache_head_dim")
 
 
+# Largest vocabulary for which the CPU default skips the top-p fast path.  Measured (same process, 16 rows): at
+# 512 ids the bisection alone is faster on flat and peaked logits; at 32768 it is faster on flat logits and
+# 0.5 ms per step slower on peaked ones (a trained policy).  The crossover lies between; 4096 is not measured.
+CPU_BISECTION_MAX_VOCAB = 4096
+
+
 @dataclasses.dataclass(frozen=True)
 class SamplerConfig:
     """Static sampling settings (hashable: passed to ``jax.jit`` as a static argument)."""
@@ -48,8 +54,17 @@ class SamplerConfig:
     stop_ids: tuple[int, ...] = ()  # e.g. (<|im_end|>, <|endoftext|>)
     pad_id: int = 0  # written after the stop token
     cache_dtype: Any = jnp.float32
-    top_p_candidates: int = 64  # top-p fast-path cap (see sampling_ops); 0 = always bisection
+    # Top-p fast-path cap (sampling_ops.sample_top_p); 0 = always the bisection; -1 = by backend and vocabulary:
+    # 0 on CPU for vocabularies <= CPU_BISECTION_MAX_VOCAB, where XLA's top_k costs more than the whole
+    # bisection even on peaked logits (benchmarks/README.md §6), else 64.
+    top_p_candidates: int = -1
     return_cache: bool = False  # return the final (repeated) KV cache and its key mask
+
+    def candidates(self, vocab_size: int) -> int:
+        """The top-p fast-path cap in effect (resolves -1 by the default backend and ``vocab_size``)."""
+        if self.top_p_candidates >= 0:
+            return self.top_p_candidates
+        return 0 if jax.default_backend() == "cpu" and vocab_size <= CPU_BISECTION_MAX_VOCAB else 64
 
     def __post_init__(self):
         if self.num_generations < 1 or self.max_new_tokens < 1:
@@ -60,6 +75,8 @@ class SamplerConfig:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+        if self.top_p_candidates < -1:
+            raise ValueError(f"top_p_candidates must be >= 0, or -1 (by backend), got {self.top_p_candidates}")
         object.__setattr__(self, "stop_ids", tuple(int(s) for s in self.stop_ids))
 
 
@@ -192,7 +209,7 @@ def sample(
             top_p=cfg.top_p,
             top_k=cfg.top_k,
             greedy=cfg.greedy,
-            candidates=cfg.top_p_candidates,
+            candidates=cfg.candidates(s.logits.shape[-1]),
         )
         live = ~s.done
         tok = jnp.where(live, tok, cfg.pad_id)
