@@ -34,7 +34,7 @@ class GRPOSettings:
     max_objects: int = 3  # O
     max_json: int = 8  # J parser slots (statistics cover all objects anyway)
     grounding_max_new_tokens: int = 128
-    ground_encode_chunk: int = 0  # high-res candidate frames per grounder vision-encoder call; 0 = all at once
+    ground_encode_chunk: int = 8  # high-res candidate frames per grounder vision-encoder call; 0 = all at once
     beta: float = 0.04
     kl_estimator: str = "k3"
     adv_estimator: str = "grpo"
