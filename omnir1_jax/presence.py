@@ -1,0 +1,116 @@
+"""Where a VOS score comes from: per-frame J split by whether the referred target is in the frame.
+
+ReVOS-style J averages the per-frame region similarity over every frame of an expression, and an empty
+prediction scores 1 on a frame without the target, so "predict nothing" can outscore a model that segments the
+target well but leaves masks on frames after the object has gone (omnir1_jax/assets/synthetic_tiny/README.md).
+This report separates the two:
+
+    python -m omnir1_jax.presence WORKDIR [WORKDIR ...] [--split revos_test] [--json PATH]
+
+reads the end-of-run table's saved predictions (``<workdir>/table/<row>/<split>/``, written by
+``omnir1_jax.embedded``) and the split's ground truth (the dataset root and split named in each row's
+``metrics.json``) and prints, per row: J on frames with the target, J on frames without it, the share of
+target-free frames that got a mask, and the frame counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from omnir1_jax import predictions
+
+ROWS = ("base", "sft", "grpo", "passthrough", "random_keyframes")
+
+
+def frame_j(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """DAVIS J per frame of boolean ``[T, H, W]`` masks; 1 where both are empty."""
+    inter = np.logical_and(pred, gt).sum(axis=(1, 2))
+    union = np.logical_or(pred, gt).sum(axis=(1, 2))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def presence_split(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Pools ``(pred, gt)`` ``[T, H, W]`` pairs: J (%) on frames with / without the target, and the share of
+    target-free frames with a non-empty prediction."""
+    j_on, j_off, masked_off = [], [], []
+    for pred, gt in pairs:
+        pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
+        if pred.shape != gt.shape:
+            raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
+        j = frame_j(pred, gt)
+        present = gt.any(axis=(1, 2))
+        j_on.extend(j[present])
+        j_off.extend(j[~present])
+        masked_off.extend(pred[~present].any(axis=(1, 2)))
+    mean = lambda v: float(100 * np.mean(v)) if v else None  # noqa: E731
+    return {"J_present": mean(j_on), "J_absent": mean(j_off), "frames_present": len(j_on),
+            "frames_absent": len(j_off), "absent_frames_with_mask": float(np.mean(masked_off)) if masked_off else None}
+
+
+def row_pairs(out_dir: str) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """``(pred, gt)`` per saved expression of one table row; the reader comes from its ``metrics.json``."""
+    from data_pipelines.formats.revos import ReVOSReader
+
+    metrics_path = os.path.join(out_dir, "metrics.json")
+    with open(metrics_path) as fh:
+        meta = json.load(fh)
+    if meta.get("dataset") != "revos":
+        raise ValueError(f"{metrics_path}: dataset {meta.get('dataset')!r}; the presence split reads ReVOS only")
+    reader = ReVOSReader(meta["root"], meta["split"])
+    index = {e["uid"]: i for i, e in enumerate(reader.entries)}
+    for rec in predictions.iter_records(out_dir):
+        uid = f"{rec['video']}/{rec['exp_id']}"
+        if uid not in index:
+            raise ValueError(f"{out_dir}: prediction for {uid} has no expression in {reader.meta_path}")
+        item = reader.load(index[uid])
+        if item is None:
+            continue  # a counted bad example of the reader
+        gt = item["masks"].astype(bool).any(axis=0)  # [T, H, W] union of the referred objects
+        yield predictions.decode_masks(rec["prediction_masks"]), gt
+
+
+def table_report(workdir: str, split: str = "revos_test", rows: Sequence[str] = ROWS) -> dict[str, dict]:
+    """``{row: presence_split(...)}`` for every row of ``<workdir>/table`` that has ``split``."""
+    out = {}
+    for row in rows:
+        d = os.path.join(workdir, "table", row, split)
+        if os.path.isfile(os.path.join(d, "metrics.json")):
+            out[row] = presence_split(row_pairs(d))
+    if not out:
+        raise FileNotFoundError(f"{workdir}/table/*/{split}/metrics.json: no table row to read "
+                                "(run omnir1-train with eval.final_table = True first)")
+    return out
+
+
+def _fmt(v, digits: int = 1) -> str:
+    return "-" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m omnir1_jax.presence", description=__doc__.split("\n\n")[0])
+    p.add_argument("workdirs", nargs="+")
+    p.add_argument("--split", default="revos_test")
+    p.add_argument("--json", default=None, help="also write the report here")
+    args = p.parse_args(argv)
+    report = {wd: table_report(wd, args.split) for wd in args.workdirs}
+    cols = ("J_present", "J_absent", "absent_frames_with_mask", "frames_present", "frames_absent")
+    for wd, rows in report.items():
+        print(f"{wd} ({args.split})")
+        print("| row | " + " | ".join(cols) + " |\n|---|" + "---:|" * len(cols))
+        for row, r in rows.items():
+            cells = (_fmt(r[c], 2 if c == "absent_frames_with_mask" else 1) for c in cols)
+            print(f"| {row} | " + " | ".join(cells) + " |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(report, fh, indent=1)
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
