@@ -24,15 +24,9 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from omnir1_jax import predictions
+from omnir1_jax.metrics.davis import jaccard
 
 ROWS = ("base", "sft", "grpo", "passthrough", "random_keyframes")
-
-
-def frame_j(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """DAVIS J per frame of boolean ``[T, H, W]`` masks; 1 where both are empty."""
-    inter = np.logical_and(pred, gt).sum(axis=(1, 2))
-    union = np.logical_or(pred, gt).sum(axis=(1, 2))
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 def presence_split(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict:
@@ -43,7 +37,7 @@ def presence_split(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict:
         pred, gt = np.asarray(pred, bool), np.asarray(gt, bool)
         if pred.shape != gt.shape:
             raise ValueError(f"prediction {pred.shape} and ground truth {gt.shape} differ in shape")
-        j = frame_j(pred, gt)
+        j = jaccard(pred, gt)  # [T], 1 where both are empty (DAVIS)
         present = gt.any(axis=(1, 2))
         j_on.extend(j[present])
         j_off.extend(j[~present])
