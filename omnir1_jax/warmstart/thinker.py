@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from omnir1_jax.stages import box_iou
 from omnir1_jax.warmstart import tasks as T
 from omnir1_jax.warmstart import lr_schedule
 
@@ -73,14 +74,6 @@ def _sample(task: str, rng: np.random.Generator, shapes: T.TaskShapes, tokenizer
 
 
 # ----------------------------------------------------------------------------- grounding score
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
-
-
 def _first_box(text: str) -> np.ndarray | None:
     try:
         data = json.loads(text)
