@@ -105,3 +105,4 @@ def test_shipped_checkpoint_segments_heldout_clips(shipped, clips):
     assert got["j_visible"] > 0.2 and rnd["j_visible"] < 0.01, (got, rnd)
     assert got["j"] > rnd["j"] + 0.05, (got, rnd)
     assert W.evaluate_j(model, params, clips, visible_only=True) == got["j_visible"]
+    assert rnd["absent_masked"] == 0.0 and 0.0 <= got["absent_masked"] <= 1.0  # random weights: empty masks

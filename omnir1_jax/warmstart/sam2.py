@@ -167,7 +167,8 @@ def _mask_loss(logits: jax.Array, target: jax.Array) -> jax.Array:
     return bce + dice
 
 
-def _heads_loss(raw: dict, target: jax.Array, weight: jax.Array) -> dict[str, jax.Array]:
+def _heads_loss(raw: dict, target: jax.Array, weight: jax.Array, obj_pos_weight: float = OBJ_POS_WEIGHT
+                ) -> dict[str, jax.Array]:
     """Mask (every output; empty target where absent), IoU-prediction and object-score losses.
 
     raw: masks [..., M, h, w], iou [..., M], obj [...]; target [..., h, w]; weight [...] (which frames count).
@@ -181,32 +182,34 @@ def _heads_loss(raw: dict, target: jax.Array, weight: jax.Array) -> dict[str, ja
     iou_l = jnp.mean(jnp.square(raw["iou"] - iou), -1)
     vis = (jnp.sum(target, (-2, -1)) > 0).astype(jnp.float32)
     x = raw["obj"]
-    # positives weighted OBJ_POS_WEIGHT: an unsure score stays > 0 (the score is a hard gate at run time, so a
-    # wrong "absent" erases a good mask), and absent frames are also taught through the masks (empty targets)
-    obj = OBJ_POS_WEIGHT * vis * jax.nn.softplus(-x) + (1 - vis) * jax.nn.softplus(x)
+    # positives weighted obj_pos_weight: an unsure score stays > 0 (the score is a hard gate at run time, so a
+    # wrong "absent" erases a good mask), and absent frames are also taught through the masks (empty targets);
+    # 1 is plain BCE (a score > 0 means p(visible) > 1/2; 4 moves that to 1/5)
+    obj = obj_pos_weight * vis * jax.nn.softplus(-x) + (1 - vis) * jax.nn.softplus(x)
     mean = lambda v, w: jnp.sum(w * v) / jnp.maximum(jnp.sum(w), 1.0)  # noqa: E731
     return {"mask": mean(mask, weight), "iou": mean(iou_l, weight), "obj": mean(obj, weight)}
 
 
-def clip_loss(model: Sam2VideoModel, params: Params, ex: dict, bptt: bool = True) -> tuple[jax.Array, dict]:
+def clip_loss(model: Sam2VideoModel, params: Params, ex: dict, bptt: bool = True,
+              obj_pos_weight: float = OBJ_POS_WEIGHT) -> tuple[jax.Array, dict]:
     """Loss of one clip (conditioning and tracked frames, equal weight) and its parts."""
     target = ex["target"]  # [O, T, h, w]
     _, cond, craw, traw = train_forward(model, params, ex["pixels"], ex["boxes"], ex["box_valid"], bptt)
     ctarget = jnp.take_along_axis(target, cond["idx"][..., None, None], axis=1)  # [O, K, h, w]
     is_cond = jnp.any((cond["idx"][:, :, None] == jnp.arange(target.shape[1])) & cond["valid"][..., None], 1)
-    lc = _heads_loss(craw, ctarget, cond["valid"].astype(jnp.float32))
-    lt = _heads_loss(traw, target, jnp.logical_not(is_cond).astype(jnp.float32))
+    lc = _heads_loss(craw, ctarget, cond["valid"].astype(jnp.float32), obj_pos_weight)
+    lt = _heads_loss(traw, target, jnp.logical_not(is_cond).astype(jnp.float32), obj_pos_weight)
     parts = {k: 0.5 * (lc[k] + lt[k]) for k in lc}
     return parts["mask"] + parts["iou"] + parts["obj"], {**parts, "mask_cond": lc["mask"], "mask_track": lt["mask"]}
 
 
-def make_train_step(model: Sam2VideoModel, tx: Any, bptt: bool = True):
+def make_train_step(model: Sam2VideoModel, tx: Any, bptt: bool = True, obj_pos_weight: float = OBJ_POS_WEIGHT):
     """Jitted ``(params, opt_state, batch) -> (params, opt_state, metrics)`` over a batch of clips (vmap)."""
     import optax
 
     def loss_fn(params, batch):
         params = tie_positional_embeddings(params)
-        loss, parts = jax.vmap(lambda ex: clip_loss(model, params, ex, bptt))(batch)
+        loss, parts = jax.vmap(lambda ex: clip_loss(model, params, ex, bptt, obj_pos_weight))(batch)
         return jnp.mean(loss), jax.tree.map(jnp.mean, parts)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
@@ -240,12 +243,15 @@ def evaluate_views(model: Sam2VideoModel, params: Params, clips: list[tuple]) ->
 
     ``j``: every frame (what ReVOS-style J sees: an empty prediction scores 1 where the object is absent);
     ``j_visible``: only the frames where the object is visible (tracking quality, empty scores 0);
-    ``j_prompted``: only the frame that got the GT box (the box -> mask skill alone).
+    ``j_prompted``: only the frame that got the GT box (the box -> mask skill alone);
+    ``absent_masked``: share of the frames without the object that got a non-empty mask (each such frame
+    scores 0 in ``j``; the object-score gate should leave them empty).
     """
     from omnir1_jax.eval_pipeline import segment_video
     from omnir1_jax.metrics.davis import jaccard
 
     views: dict[str, list[float]] = {"j": [], "j_visible": [], "j_prompted": []}
+    absent_masked: list[bool] = []
     for frames, masks, prompt in clips:
         for j, t in enumerate(prompt):
             if t < 0:
@@ -253,9 +259,12 @@ def evaluate_views(model: Sam2VideoModel, params: Params, clips: list[tuple]) ->
             pred = segment_video(model, params, frames, _box(masks[j, t])[None], np.array([t]))
             per_frame = jaccard(pred, masks[j])
             views["j"].append(float(np.mean(per_frame)))
-            views["j_visible"].append(float(np.mean(per_frame[masks[j].reshape(len(per_frame), -1).any(-1)])))
+            visible = masks[j].reshape(len(per_frame), -1).any(-1)
+            views["j_visible"].append(float(np.mean(per_frame[visible])))
             views["j_prompted"].append(float(per_frame[t]))
-    return {k: float(np.mean(v)) for k, v in views.items()}
+            absent_masked.extend(np.asarray(pred).reshape(len(per_frame), -1)[~visible].any(-1).tolist())
+    out = {k: float(np.mean(v)) for k, v in views.items()}
+    return {**out, "absent_masked": float(np.mean(absent_masked)) if absent_masked else None}
 
 
 def evaluate_j(model: Sam2VideoModel, params: Params, clips: list[tuple], visible_only: bool = False) -> float:
@@ -291,7 +300,8 @@ def init_params(cfg: Sam2Config, seed: int) -> Params:
 def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, log_every: int = 50,
                learning_rate: float = 3e-4, eval_clips: int = 20, progress: bool = True,
                params: Params | None = None, fixed_batch: bool = False, val_every: int = 200,
-               bptt: bool = False, frames: int = TRAIN_FRAMES, warmup: int | None = None) -> dict:
+               bptt: bool = False, frames: int = TRAIN_FRAMES, warmup: int | None = None,
+               obj_pos_weight: float = OBJ_POS_WEIGHT) -> dict:
     """Trains the tiny SAM2 for ``steps`` steps; returns metrics (J before/after, loss curve) and ``params``.
 
     Every ``val_every`` steps J is measured on 8 validation clips (their own RNG stream, not the reported
@@ -319,7 +329,7 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
     tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(sched, b2=0.99, eps=1e-6, weight_decay=0.0))
     opt_state = tx.init(params)
     params = jax.tree.map(jnp.array, params)  # the step donates its inputs
-    step = make_train_step(model, tx, bptt)
+    step = make_train_step(model, tx, bptt, obj_pos_weight)
     rng = np.random.default_rng(seed)
     curve, run, first = [], [], sample_batch(rng, cfg, batch, frames)
     bar = tqdm(range(steps), desc="warm-start sam2", disable=not progress, dynamic_ncols=True)
@@ -345,9 +355,11 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
     views = evaluate_views(model, params, clips) if clips else {}
     j_after = views.get("j")
     result = {"steps": steps, "seed": seed, "batch": batch, "learning_rate": learning_rate,
-              "train_frames": frames, "warmup": warmup, "bptt": bptt, "eval_clips": eval_clips, "kept_step": best[1] or steps,
+              "train_frames": frames, "warmup": warmup, "bptt": bptt, "obj_pos_weight": obj_pos_weight,
+              "eval_clips": eval_clips, "kept_step": best[1] or steps,
               "j_before": j_before, "j_after": j_after, "j_visible_after": views.get("j_visible"),
               "j_prompted_after": views.get("j_prompted"),
+              "absent_masked_after": views.get("absent_masked"),
               "j_ceiling_16x16": ceiling_j(clips, cfg.mask_size) if clips else None, "curve": curve,
               "wall_s": round(time.time() - t0, 1)}
     if out_dir:
@@ -372,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--bptt", action="store_true", help="backpropagate through tracked-frame memories")
     ap.add_argument("--frames", type=int, default=TRAIN_FRAMES, help="frames per training clip (>= 2; 2: mostly box -> mask)")
     ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default steps / 10)")
+    ap.add_argument("--obj_pos_weight", type=float, default=OBJ_POS_WEIGHT,
+                    help="weight of visible frames in the object-score BCE (1 = plain BCE)")
     ap.add_argument("--init", default="", help="continue from this SAM2 checkpoint (e.g. a --frames 1 run)")
     a = ap.parse_args(argv)
     init = None
@@ -380,9 +394,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         init = load_checkpoint(a.init)[1]
     r = train_sam2(a.out, a.steps, a.seed, a.batch, a.log_every, a.lr, a.eval_clips, val_every=a.val_every,
-                   bptt=a.bptt, params=init, frames=a.frames, warmup=a.warmup)
+                   bptt=a.bptt, params=init, frames=a.frames, warmup=a.warmup,
+                   obj_pos_weight=a.obj_pos_weight)
     keys = ("steps", "seed", "kept_step", "j_before", "j_after", "j_visible_after", "j_prompted_after",
-            "j_ceiling_16x16", "wall_s")
+            "absent_masked_after", "j_ceiling_16x16", "wall_s")
     print(json.dumps({k: r[k] for k in keys}
                      | {"final_loss": r["curve"][-1]["loss"] if r["curve"] else None}))
 
