@@ -59,6 +59,19 @@ def test_pool_masks_is_area_average():
     assert p[0, 0] == 1.0 and p[1, 1] == 0.5 and p.sum() == 1.5
 
 
+def test_object_score_loss_weights_visible_frames():
+    """obj_pos_weight scales the BCE of frames where the object is visible and leaves absent frames alone."""
+    import jax.numpy as jnp
+
+    target = jnp.zeros((2, 4, 4)).at[0, :2, :2].set(1.0)  # frame 0 visible, frame 1 absent
+    raw = {"masks": jnp.zeros((2, 1, 4, 4)), "iou": jnp.zeros((2, 1)), "obj": jnp.array([-1.0, 2.0])}
+    vis_only, absent_only = jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])
+    sp = lambda x: float(np.log1p(np.exp(x)))  # noqa: E731 - softplus
+    for w in (1.0, 4.0):
+        assert float(W._heads_loss(raw, target, vis_only, w)["obj"]) == pytest.approx(w * sp(1.0), rel=1e-5)
+        assert float(W._heads_loss(raw, target, absent_only, w)["obj"]) == pytest.approx(sp(2.0), rel=1e-5)
+
+
 def test_train_lowers_loss_and_checkpoint_roundtrips(trained):
     out, r = trained
     losses = [row["loss"] for row in r["curve"]]
