@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 log = logging.getLogger("omnir1-train")
 
@@ -111,6 +111,21 @@ def write_results(workdir: str, results: Mapping[str, Any]) -> str:
     with open(os.path.join(workdir, "results.md"), "w") as fh:
         fh.write(table + "\n")
     return table
+
+
+def write_stage_report(workdir: str, splits: Sequence[str]) -> str:
+    """``workdir/stages.json``: :func:`omnir1_jax.stages.table_report` of the table just written (synthetic
+    world only: it compares the saved predictions with ``world.json``); returns the path."""
+    from omnir1_jax import stages
+
+    report = stages.table_report(workdir, splits)
+    path = os.path.join(workdir, "stages.json")
+    with open(path, "w") as fh:
+        json.dump(report, fh, indent=1)
+    for split, rows in report.items():
+        log.info("stages %s: %s", split, "; ".join(
+            f"{row} rewrite {r['rewrite'] or 0:.2f} box_iou {r['box_iou'] or 0:.2f}" for row, r in rows.items()))
+    return path
 
 
 def plot_curves(workdir: str) -> str | None:

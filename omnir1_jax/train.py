@@ -147,6 +147,8 @@ def main(config, workdir: str) -> dict[str, Any]:
             table = embedded.write_results(workdir, results)
             print("\n" + table + "\n", flush=True)
             log.info("results: %s", os.path.join(workdir, "results.json"))
+            if config.data.dataset == "synthetic":  # where each stage stands (python -m omnir1_jax.stages)
+                log.info("stage report: %s", embedded.write_stage_report(workdir, tuple(results)))
             out["results"] = results
     return out
 

@@ -76,6 +76,9 @@ def test_main_command_prints_table_and_writes_results(tmp_path):
     assert "| grpo |" in p.stdout and "| random_keyframes |" in p.stdout
     assert (tmp_path / "results.md").read_text().strip() in p.stdout
     assert (tmp_path / "training_curves.png").stat().st_size > 1000
+    stage_rep = json.load(open(tmp_path / "stages.json"))  # the stage report of the same table
+    assert set(stage_rep) == {"refavs_test", "revos_test"}
+    assert stage_rep["revos_test"]["base"]["expressions"] == 2 and stage_rep["revos_test"]["base"]["format"] == 0.0
     # Rows ran in their own modes and directories (the ablations are real runs, not copies of the grpo row).
     for row, mode in embedded.ROW_MODES.items():
         m = json.load(open(tmp_path / "table" / row / "revos_test" / "metrics.json"))
