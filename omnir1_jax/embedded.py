@@ -3,14 +3,15 @@
 Run by ``omnir1-train`` at the end of a GRPO run when ``eval.final_table`` is set (the embedded default,
 ``experiments/synthetic_tiny.py``).  Rows (``omni_r1.md`` §6 tables; ablations of issue #7):
 
-* ``base``  — the warm-started Base thinker (``eval.base_checkpoint``, default ``model.reference_checkpoint``);
+* ``base``  — the warm-started Base thinker (``eval.base_checkpoint``, default ``model.reference_checkpoint``
+  when that holds the policy's architecture);
 * ``sft``   — Base fine-tuned on the reference answers (``eval.sft_checkpoint``);
 * ``grpo``  — the policy this run trained;
 * ``passthrough``      — GRPO's keyframes, but the ORIGINAL query handed to the grounder (no rewriting);
 * ``random_keyframes`` — GRPO's descriptions on frames drawn at random from the sampled ones.
 
-Every row uses the same frozen Detail Understanding System: the Base thinker as grounder (the frozen reference,
-as in GRPO training) and the same SAM2, so rows differ only in the Global Reasoning System.  Scores are the
+Every row uses the same frozen Detail Understanding System: the frozen reference as grounder
+(``model.reference_checkpoint``, as in GRPO training; the Base row's checkpoint when none is set) and the same SAM2, so rows differ only in the Global Reasoning System.  Scores are the
 official J, F and J&F of ``omnir1_jax.evaluate.evaluate_split`` (in %); predictions and per-split
 ``metrics.json`` land under ``workdir/table/<row>/<split>``; the table goes to stdout, ``workdir/results.md``
 and ``workdir/results.json`` (``{"<split>": {"<row>": {"J", "F", "JF"}}}``).
@@ -37,6 +38,12 @@ def row_params(config, model, init_fn, grpo_params: Any) -> dict[str, Any]:
     from omnir1_jax.eval_pipeline import load_thinker_params
 
     base = config.eval.base_checkpoint or config.model.reference_checkpoint
+    if not config.eval.base_checkpoint and base:
+        from omnir1_jax.eval_pipeline import grounder_module
+
+        if grounder_module(model, base) is not model:
+            raise ValueError(f"model.reference_checkpoint={base} is a grounder of another architecture, not the "
+                             "Base policy: set eval.base_checkpoint to the Base thinker for the table's base row")
     out: dict[str, Any] = {}
     for row, path in (("base", base), ("sft", config.eval.sft_checkpoint)):
         if path:
@@ -64,7 +71,13 @@ def run_table(config, workdir: str, grpo_params: Any, mesh: Any = None, progress
     model, init_fn, _ = build_thinker(cfg, tokenizer)
     sam, sam_params = load_sam2(cfg)
     params = row_params(cfg, model, init_fn, jax.device_get(grpo_params))
-    grounder = params.get("base")  # the frozen reference grounds every row's descriptions
+    # The frozen reference grounds every row's descriptions (as in training); without one, Base does.
+    gmodel, grounder = None, params.get("base")
+    if cfg.model.reference_checkpoint:
+        from omnir1_jax.eval_pipeline import load_grounder
+
+        gmodel, grounder = load_grounder(cfg, model, init_fn, cfg.model.reference_checkpoint)
+        gmodel = None if gmodel is model else gmodel
     limit = int(cfg.eval.table_limit) or None
     results: dict[str, dict] = {}
     for split in cfg.eval.table_splits:
@@ -72,7 +85,7 @@ def run_table(config, workdir: str, grpo_params: Any, mesh: Any = None, progress
         for row in ROWS:
             if row not in params:
                 continue
-            bundle = ParamsBundle(model, params[row], tokenizer, sam, sam_params, grounder)
+            bundle = ParamsBundle(model, params[row], tokenizer, sam, sam_params, grounder, gmodel)
             out_dir = os.path.join(workdir, "table", row, split)
             summary = ev.evaluate_split(cfg, bundle, split, out_dir, limit=limit, mode=ROW_MODES[row],
                                         progress=progress, mesh=mesh)

@@ -59,6 +59,7 @@ class ParamsBundle:
     sam2: Any
     sam2_params: Any
     grounder_params: Any = None  # None: the policy grounds its own descriptions (†)
+    grounder: Any = None  # the grounder's module when its architecture differs from the policy's (else None)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -135,6 +136,61 @@ def load_thinker_params(config, model, init_fn, checkpoint: str) -> Any:
     return jax.tree.map(lambda x: jnp.asarray(x, model.param_dtype), params)
 
 
+# The fields a grounder of another architecture must share with the policy: the tokenizer's vocabulary and
+# special ids (it reads the policy's tokens) and the vision patching (the grounding grid is the policy's).
+_SHARED_THINKER_FIELDS = ("vocab_size", "image_token_id", "video_token_id", "audio_token_id",
+                          "vision_start_token_id", "vision_end_token_id", "audio_start_token_id",
+                          "audio_end_token_id", "eos_token_id", "pad_token_id")
+_SHARED_VISION_FIELDS = ("patch_size", "spatial_merge_size", "temporal_patch_size", "in_channels")
+
+
+def grounder_module(model, checkpoint: str) -> Any:
+    """The module of the frozen grounder stored at ``checkpoint``: ``model`` itself when the checkpoint holds the
+    policy's architecture (or is no thinker checkpoint), else a :class:`Thinker` of the checkpoint's config.
+
+    System 2 only reads the policy's tokens and the high-resolution keyframes, so it may be another thinker (the
+    embedded default's grounder is a tiny thinker with a finer rotary base, warm-started on grounding alone) as
+    long as it shares the tokenizer's vocabulary and special ids and the vision patching; anything else is a
+    clear error naming the field.
+    """
+    import json
+
+    from omnir1_jax.models.qwen_omni import Thinker
+    from omnir1_jax.models.qwen_omni.convert import CONFIG_NAME, config_from_json
+
+    path = os.path.join(checkpoint, CONFIG_NAME)
+    if checkpoint.split(":")[0] == "init" or not os.path.isfile(path):
+        return model
+    with open(path) as fh:
+        cfg = config_from_json(json.load(fh))
+    if cfg == model.config:
+        return model
+    pol = model.config
+    for name in _SHARED_THINKER_FIELDS:
+        if getattr(cfg, name) != getattr(pol, name):
+            raise ValueError(f"grounder checkpoint {checkpoint}: {name} is {getattr(cfg, name)!r} but the policy's "
+                             f"is {getattr(pol, name)!r}; a grounder must share the policy's tokenizer")
+    if (cfg.vision is None) != (pol.vision is None):
+        raise ValueError(f"grounder checkpoint {checkpoint}: it has {'no' if cfg.vision is None else 'a'} vision "
+                         "tower but the policy has the other; the grounder needs one like the policy's")
+    for name in _SHARED_VISION_FIELDS if cfg.vision is not None else ():
+        if getattr(cfg.vision, name) != getattr(pol.vision, name):
+            raise ValueError(f"grounder checkpoint {checkpoint}: vision.{name} is {getattr(cfg.vision, name)!r} "
+                             f"but the policy's is {getattr(pol.vision, name)!r} (the grounding grid is shared)")
+    return Thinker(cfg, dtype=model.dtype, param_dtype=model.param_dtype, remat=model.remat)
+
+
+def load_grounder(config, model, init_fn, checkpoint: str) -> tuple[Any, Any]:
+    """``(module, params)`` of the frozen grounder at ``checkpoint`` (see :func:`grounder_module`); the module
+    is ``model`` itself, and the params are checked like the policy's, when the architectures agree."""
+    from omnir1_jax.models.qwen_omni import init_params
+
+    module = grounder_module(model, checkpoint)
+    if module is model:
+        return model, load_thinker_params(config, model, init_fn, checkpoint)
+    return module, load_thinker_params(config, module, lambda k: init_params(module, k), checkpoint)
+
+
 def load_sam2(config) -> tuple[Any, Any]:
     """SAM2 video model + params (see :func:`omnir1_jax.rl.task.build_segmenter`)."""
     from omnir1_jax.rl.task import build_segmenter
@@ -142,14 +198,15 @@ def load_sam2(config) -> tuple[Any, Any]:
     return build_segmenter(config)
 
 
-def make_params_bundle(config, params: Any, grounder_params: Any = None, tokenizer: Any = None) -> ParamsBundle:
+def make_params_bundle(config, params: Any, grounder_params: Any = None, tokenizer: Any = None,
+                       grounder: Any = None) -> ParamsBundle:
     """Bundle around in-memory policy params (e.g. the trainer's ``state.params``) for ``evaluate_split``."""
     from omnir1_jax.rl.task import build_thinker, build_tokenizer
 
     tokenizer = tokenizer or build_tokenizer(config)
     model, _, _ = build_thinker(config, tokenizer)
     sam, sam_params = load_sam2(config)
-    return ParamsBundle(model, params, tokenizer, sam, sam_params, grounder_params)
+    return ParamsBundle(model, params, tokenizer, sam, sam_params, grounder_params, grounder)
 
 
 def load_params_bundle(config, checkpoint: str, grounder_checkpoint: str | None = None) -> ParamsBundle:
@@ -165,9 +222,10 @@ def load_params_bundle(config, checkpoint: str, grounder_checkpoint: str | None 
     tokenizer = build_tokenizer(tok_cfg)
     model, init_fn, _ = build_thinker(config, tokenizer)
     params = load_thinker_params(config, model, init_fn, checkpoint)
-    grounder = load_thinker_params(config, model, init_fn, grounder_checkpoint) if grounder_checkpoint else None
+    gmodel, gparams = (load_grounder(config, model, init_fn, grounder_checkpoint) if grounder_checkpoint
+                       else (model, None))
     sam, sam_params = load_sam2(config)
-    return ParamsBundle(model, params, tokenizer, sam, sam_params, grounder)
+    return ParamsBundle(model, params, tokenizer, sam, sam_params, gparams, None if gmodel is model else gmodel)
 
 
 # ----------------------------------------------------------------------------- System 1
@@ -469,9 +527,10 @@ def _predict_group(bundle: ParamsBundle, config, pcfg: PreprocessConfig, recs: l
     gcfg = GroundingConfig(max_new_tokens=int(config.rl.grounding_max_new_tokens), num_objects=int(d.max_objects),
                            encode_chunk=int(config.rl.ground_encode_chunk))
     gparams = bundle.params if bundle.grounder_params is None else bundle.grounder_params
+    gmodel = model if bundle.grounder is None or bundle.grounder_params is None else bundle.grounder
     g_in, gparsed, patches, ratios = _to_mesh(mesh, (np.asarray(g_in, np.int32), gparsed, patches, ratios))
     with _mesh_context(mesh):
-        g = ground_jit(model, gparams, spec, g_in, gparsed, patches, ratios, gcfg)
+        g = ground_jit(gmodel, gparams, spec, g_in, gparsed, patches, ratios, gcfg)
     boxes, box_valid = np.asarray(g.boxes), np.asarray(g.box_valid)  # [B, K, O, 4] original pixels, [B, K, O]
     g_tokens, g_len = np.asarray(g.tokens), np.asarray(g.lengths)
     g_ids = getattr(g, "input_ids", None)  # [B, K, Lg] the prompts the grounder saw (stubs may omit them)

@@ -187,12 +187,13 @@ def default_evaluator(config, workdir: str, mesh=None):
         if "params" not in grounder:
             grounder["params"] = None
             if cfg.model.reference_checkpoint and cfg.rl.grounder == "reference":
-                from omnir1_jax.eval_pipeline import load_thinker_params
+                from omnir1_jax.eval_pipeline import load_grounder
                 from omnir1_jax.rl.task import build_thinker, build_tokenizer
 
                 model, init_fn, _ = build_thinker(cfg, build_tokenizer(cfg))
-                grounder["params"] = load_thinker_params(cfg, model, init_fn, cfg.model.reference_checkpoint)
-        return make_params_bundle(cfg, params, grounder_params=grounder["params"])
+                gmodel, grounder["params"] = load_grounder(cfg, model, init_fn, cfg.model.reference_checkpoint)
+                grounder["module"] = None if gmodel is model else gmodel
+        return make_params_bundle(cfg, params, grounder_params=grounder["params"], grounder=grounder.get("module"))
 
     def evaluate(state) -> dict[str, float]:
         step = int(jax.device_get(state.step))

@@ -372,3 +372,39 @@ def test_evaluate_split_refavs_tiny(data_root, checkpoints, tmp_path):
     (rec,) = list(predictions.iter_records(str(tmp_path)))
     assert rec["frame_names"] == [f"{k:05d}" for k in range(10)] and len(rec["prediction_masks"]) == 10
     assert set(rec["keyframes"]) <= {0} and rec["split"] == "refavs_test"
+
+
+def test_grounder_of_another_architecture(data_root, checkpoints, tmp_path):
+    """System 2 may be a thinker of another architecture (here: another rotary base and width) sharing the
+    policy's tokenizer and vision patching: it is loaded as its own module and grounds through the two-system
+    pipeline; a grounder for another tokenizer or patch size is refused naming the field."""
+    import dataclasses
+    import shutil
+
+    from omnir1_jax.eval_pipeline import _unbox, grounder_module, load_grounder, load_params_bundle
+    from omnir1_jax.models import qwen_omni
+    from omnir1_jax.rl.task import build_thinker, build_tokenizer
+
+    cfg = _config(data_root, **{"segmenter.checkpoint": checkpoints[1], "eval.batch_size": 1})
+    tok = build_tokenizer(cfg)
+    model, init_fn, _ = build_thinker(cfg, tok)
+    assert grounder_module(model, checkpoints[0]) is model  # the policy's own architecture: the same module
+    other_cfg = dataclasses.replace(model.config, rope_theta=10.0, num_hidden_layers=3)
+    other = qwen_omni.Thinker(other_cfg)
+    params = _filled(jax.eval_shape(lambda: _unbox(qwen_omni.init_params(other, jax.random.PRNGKey(0)))), 3)
+    qwen_omni.save_checkpoint(params, other_cfg, str(tmp_path / "grounder"))
+    gmodel, gparams = load_grounder(cfg, model, init_fn, str(tmp_path / "grounder"))
+    assert gmodel is not model and gmodel.config == other_cfg
+    assert jax.tree.structure(gparams) == jax.tree.structure(params)
+
+    bundle = load_params_bundle(cfg, checkpoints[0], str(tmp_path / "grounder"))
+    assert bundle.grounder.config == other_cfg
+    s = evaluate.evaluate_split(cfg, bundle, "revos_test", str(tmp_path / "out"), limit=1, progress=False)
+    assert s["processed"] == 1
+
+    for field, value in (("vocab_size", model.config.vocab_size + 64),
+                         ("vision", dataclasses.replace(model.config.vision, patch_size=16))):
+        bad = str(tmp_path / f"bad_{field}")
+        qwen_omni.save_checkpoint(params, dataclasses.replace(other_cfg, **{field: value}), bad)
+        with pytest.raises(ValueError, match=field.replace("vision", "vision.patch_size")):
+            grounder_module(model, bad)

@@ -85,6 +85,56 @@ def test_selection_score_adds_box_iou_and_mean_qa_exact():
     assert W.selection_score({"ground/box_iou": 0.25, "ground/exact": 1.0, "when/exact": 0.5, "hear/exact": 0.0}) \
         == pytest.approx(0.5)
     assert W.selection_score({"ground/box_iou": 0.1}) == pytest.approx(0.1)
+    assert W.selection_score({"ground/box_iou": 0.1, "ground_crowd/box_iou": 0.3}) == pytest.approx(0.2)
+
+
+def test_ground_crowd_example_shows_every_object_and_boxes_the_described_one(setup, monkeypatch):
+    """``ground_crowd``: frame 0 of a clip whose objects are all visible there, so the answer's box must be the
+    described object's among every distractor (what the grounder must read the description for)."""
+    _, tok, _, _, shapes = setup
+    seen = {}
+    real = T.render.mask_facts
+    monkeypatch.setattr(T.render, "mask_facts", lambda m: seen.setdefault("f", []).append(real(m)) or seen["f"][-1])
+    rng = np.random.default_rng(11)
+    n_boxes = n_crowded = 0
+    for _ in range(10):
+        ex = T.make_example("ground_crowd", rng, shapes, tok)
+        facts = seen["f"][-1]
+        in_view = sum(0 in f["visible_frames"] for f in facts)  # all placed at t = 0; one may hide another
+        n_crowded += in_view >= 2 and in_view >= len(facts) - 1
+        boxes = json.loads(ex["answer"])
+        text = tok.decode(ex["prompt_ids"], skip_special_tokens=False)
+        if boxes:
+            n_boxes += 1
+            assert list(boxes[0]["bbox_2d"]) in [[int(v) for v in f["boxes"][0]] for f in facts]
+            assert text.count("the ") >= 1
+    assert n_boxes >= 6 and n_crowded >= 9
+
+
+def test_grow_layers_keeps_the_function_and_trains_the_new_layers(setup):
+    """A 2-layer thinker grown to 4 layers computes the same logits (the new layers start as identities)."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from omnir1_jax.models.qwen_omni import Thinker, init_params
+    from omnir1_jax.parallel import unbox
+
+    config, tok, model, init_fn, _ = setup
+    small = unbox(init_fn(jax.random.PRNGKey(0)))
+    deep_model = Thinker(dataclasses.replace(model.config, num_hidden_layers=4))
+    deep_init = unbox(init_params(deep_model, jax.random.PRNGKey(1)))
+    grown = W.grow_layers(small, deep_init)
+    assert grown["decoder"]["layers"]["self_attn"]["q_proj"]["kernel"].shape[0] == 4
+    assert np.allclose(grown["decoder"]["layers"]["self_attn"]["q_proj"]["kernel"][:2],
+                       small["decoder"]["layers"]["self_attn"]["q_proj"]["kernel"])
+    assert not np.any(grown["decoder"]["layers"]["mlp"]["down_proj"]["kernel"][2:])
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 200, (2, 12)), jnp.int32)
+    a = model.apply({"params": small}, ids)
+    b = deep_model.apply({"params": grown}, ids)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+    with pytest.raises(ValueError, match="initial params"):
+        W.grow_layers(deep_init, small)  # cannot shrink
 
 
 def test_warmstart_step_learns_and_checkpoint_round_trips(setup, tmp_path):

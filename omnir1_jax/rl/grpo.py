@@ -14,6 +14,7 @@ importance ratio is exp(logp - stop_grad(logp)) = 1; mu > 1 reuses the rollout w
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -41,8 +42,10 @@ def rollout_and_score(models: StepModels, s: GRPOSettings, spec, shapes: BatchSh
     params = jax.lax.stop_gradient(params)
     embeds, pos, out = grpo_rollout.rollout(models, s, shapes, params, batch, rng)
     parsed = grpo_rollout.parse(spec, s, batch, out)
-    grounder = ref_params if (s.use_reference_grounder and ref_params is not None) else params
-    grounded = grpo_rollout.ground(models, s, spec, grounder, batch, out, parsed)
+    use_ref = s.use_reference_grounder and ref_params is not None
+    grounder = ref_params if use_ref else params
+    g_models = models if use_ref else dataclasses.replace(models, grounder=None)  # self-grounding: the policy's module
+    grounded = grpo_rollout.ground(g_models, s, spec, grounder, batch, out, parsed)
     seg = None
     if s.use_sam:
         seg = functools.partial(grpo_rollout.segment, models, s, sam_params, batch)

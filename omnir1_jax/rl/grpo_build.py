@@ -1,7 +1,7 @@
 """GRPO as a trainer :class:`~omnir1_jax.rl.task.Task`: models, frozen reference + SAM2, data -> step batches.
 
 The policy and the frozen reference thinker share one module (the reference is the initial policy's
-params, or ``model.checkpoint``); SAM2 comes from ``segmenter.checkpoint`` / ``segmenter.hf_dir`` or, for
+params, or ``model.reference_checkpoint``, which may hold a grounder of another architecture when beta = 0); SAM2 comes from ``segmenter.checkpoint`` / ``segmenter.hf_dir`` or, for
 ``segmenter.preset=tiny``, a seeded random init.  Host batches from the grain pipeline are turned into the
 step's static-shape arrays by :func:`make_step_batch`; one compiled step per (task, batch geometry).
 """
@@ -112,19 +112,33 @@ def build(config, mesh: Mesh, workdir: str) -> Task:
     setup = setup_policy(config, mesh, init_fn, load_fn, schedule_steps, rules)
     tx, lr_schedule, s_shardings = setup.tx, setup.lr_schedule, setup.state_shardings
     spec = build_spec(tokenizer, hires_grid, max_desc_tokens=32, vocab_size=model.config.vocab_size)
-    models = StepModels(model, seg_model)
+    needs_ref = config.rl.beta > 0 or config.rl.grounder == "reference"
+    ref_model = model
+    if needs_ref and config.model.reference_checkpoint:
+        from omnir1_jax.eval_pipeline import grounder_module
+
+        ref_model = grounder_module(model, config.model.reference_checkpoint)
+        if ref_model is not model and config.rl.beta > 0:
+            raise ValueError(f"model.reference_checkpoint={config.model.reference_checkpoint} holds another "
+                             "architecture than the policy: it can ground (System 2) but not anchor the KL term; "
+                             "set rl.beta=0 or use a reference of the policy's architecture")
+    models = StepModels(model, seg_model, None if ref_model is model else ref_model)
     frozen: dict[str, Any] = {}
 
     def init_state(rng: jax.Array) -> TrainState:
         state = setup.init_state(rng)
         # The frozen reference (KL and System-2 grounder) is the initial policy, or model.reference_checkpoint
-        # (e.g. GRPO started from an SFT checkpoint keeps the Base thinker as grounder and KL anchor).
-        needs_ref = config.rl.beta > 0 or config.rl.grounder == "reference"
+        # (e.g. GRPO started from an SFT checkpoint keeps the Base thinker as grounder and KL anchor, or a
+        # grounder of its own architecture when beta = 0).
         if needs_ref and config.model.reference_checkpoint:
-            from omnir1_jax.eval_pipeline import load_thinker_params
+            from omnir1_jax.eval_pipeline import load_grounder
+            from omnir1_jax.models.qwen_omni import init_params
+            from omnir1_jax.parallel import param_shardings
 
-            ref = load_thinker_params(config, model, init_fn, config.model.reference_checkpoint)
-            frozen["ref"] = jax.device_put(ref, setup.param_shardings)
+            _, ref = load_grounder(config, model, init_fn, config.model.reference_checkpoint)
+            shardings = setup.param_shardings if ref_model is model else param_shardings(
+                jax.eval_shape(lambda k: init_params(ref_model, k), jax.random.key(0)), mesh, rules)
+            frozen["ref"] = jax.device_put(ref, shardings)
         else:
             frozen["ref"] = jax.tree_util.tree_map(jnp.copy, state.params) if needs_ref else None
         frozen["sam"] = jax.device_put(seg_params, jax.sharding.NamedSharding(mesh, jax.P()))

@@ -25,10 +25,14 @@ Batch = dict[str, jax.Array]
 
 @dataclasses.dataclass(frozen=True)
 class StepModels:
-    """The Flax modules of the step (static, hashable): policy/reference thinker and the segmenter."""
+    """The Flax modules of the step (static, hashable): policy/reference thinker and the segmenter.
+
+    ``grounder`` is the frozen System-2 thinker's module when its architecture differs from the policy's (see
+    :func:`omnir1_jax.eval_pipeline.grounder_module`); None: the grounder runs ``thinker``."""
 
     thinker: nn.Module
     segmenter: nn.Module | None = None
+    grounder: nn.Module | None = None
 
 
 def sampler_config(s: GRPOSettings) -> SamplerConfig:
@@ -79,7 +83,8 @@ def ground(models: StepModels, s: GRPOSettings, spec: grounding_lib.GroundingSpe
     """Stage C: the frozen grounder (greedy) boxes every (completion, keyframe) on its high-res frame."""
     cfg = grounding_lib.GroundingConfig(max_new_tokens=s.grounding_max_new_tokens, num_objects=s.max_objects,
                                         cache_dtype=s.cache_dtype, encode_chunk=s.ground_encode_chunk)
-    return grounding_lib.ground(models.thinker, grounder_params, spec, out.tokens, parsed,
+    module = models.thinker if models.grounder is None else models.grounder
+    return grounding_lib.ground(module, grounder_params, spec, out.tokens, parsed,
                                 batch["hires_patches"], batch["ground_ratio"], cfg)
 
 

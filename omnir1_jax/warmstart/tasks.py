@@ -14,6 +14,8 @@ will see in GRPO and evaluation:
   </answer>`` (first and last sampled frame where it is visible, ``00:SS.ff`` at 2 fps): formatted temporal QA.
 * ``hear``    — audio + frame 0 (the RefAVS layout) -> ``<think>…</think><answer>N</answer>``, the number of
   distinct tones that sound: formatted audio QA.
+* ``ground_crowd`` — not in the default mix: ``ground`` on frame 0 of a clip whose objects are all visible
+  there (the RefAVS layout), so every distractor is in view; trains the grounder to read the description.
 * ``where``   — not in the default mix: one frame + a description -> ``"C, R"``, the 16-px cell (one per merged
   image token) of the object's centre; a coarse-localisation probe and curriculum for ``ground``.
 
@@ -119,13 +121,17 @@ def box_answer(boxes: list) -> str:
     return json.dumps([{"bbox_2d": [int(round(v)) for v in b]} for b in boxes])
 
 
-def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
-    """A high-resolution frame, a description and its box (or ``[]``) in the grounder's prompt format."""
+def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any, crowd: bool = False) -> dict:
+    """A high-resolution frame, a description and its box (or ``[]``) in the grounder's prompt format.
+
+    ``crowd``: frame 0 of a clip whose 2-4 objects are all visible there (the RefAVS layout), so the description
+    must pick its object among every distractor; otherwise a random frame of a clip whose objects come and go
+    (often one or two visible)."""
     from omnir1_jax.rollout.grounding_spec import host_prompt_ids
 
     nf = 4
-    clip, frames, masks, facts = _clip(rng, shapes, nf)
-    t = int(rng.integers(nf))
+    clip, frames, masks, facts = _clip(rng, shapes, nf, refavs=crowd)
+    t = 0 if crowd else int(rng.integers(nf))
     vis = [j for j, f in enumerate(facts) if t in f["visible_frames"]]
     absent = rng.random() < 0.15 or not vis
     if absent:
@@ -239,8 +245,13 @@ def _finish(tokenizer, ex: dict, text: str, answer: str) -> dict:
     return out
 
 
-MAKERS = {"ground": ground_example, "caption": caption_example, "when": when_example, "hear": hear_example,
-          "where": where_example}
+def ground_crowd_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
+    """``ground`` on a frame showing every object of the clip (see :func:`ground_example`)."""
+    return ground_example(rng, shapes, tokenizer, crowd=True)
+
+
+MAKERS = {"ground": ground_example, "ground_crowd": ground_crowd_example, "caption": caption_example,
+          "when": when_example, "hear": hear_example, "where": where_example}
 
 
 def make_example(task: str, rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:

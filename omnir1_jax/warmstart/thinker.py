@@ -32,7 +32,7 @@ from omnir1_jax.warmstart import lr_schedule
 
 log = logging.getLogger("omnir1-warmstart")
 
-ANSWER_TOKENS = {"ground": 40, "caption": 64, "when": 80, "hear": 32, "where": 8}
+ANSWER_TOKENS = {"ground": 40, "ground_crowd": 40, "caption": 64, "when": 80, "hear": 32, "where": 8}
 
 
 def make_batch(exs: Sequence[dict], tokenizer: Any, prompt_len: int, answer_len: int) -> tuple[tuple, dict]:
@@ -122,23 +122,51 @@ def score(model, params, shapes: T.TaskShapes, tokenizer: Any, plens: dict, n: i
         exs = _sample(task, rng, shapes, tokenizer, n)
         got = greedy_answers(model, params, exs, tokenizer, plens[task], ANSWER_TOKENS[task])
         out[f"{task}/exact"] = float(np.mean([g.strip() == e["answer"] for g, e in zip(got, exs)]))
-        if task == "ground":
+        if task in ("ground", "ground_crowd"):
             ious, parsed = [], []
             for g, e in zip(got, exs):
                 want, have = _first_box(e["answer"]), _first_box(g)
                 parsed.append(have is not None)
                 if want is not None and want.size:
                     ious.append(box_iou(want, have) if have is not None and have.size == 4 else 0.0)
-            out["ground/box_iou"] = float(np.mean(ious)) if ious else 0.0
-            out["ground/parse_rate"] = float(np.mean(parsed))
+            out[f"{task}/box_iou"] = float(np.mean(ious)) if ious else 0.0
+            out[f"{task}/parse_rate"] = float(np.mean(parsed))
     return out
 
 
 # ----------------------------------------------------------------------------- training
+def grow_layers(init: Any, target: Any) -> Any:
+    """``init`` params in the layout of ``target`` (a deeper thinker): every leaf is copied, and the stacked
+    decoder layers ``[L, ...]`` of ``init`` fill the first L slots; the extra layers keep ``target``'s values with
+    their attention output and MLP down projections zeroed, so they start as identities on the residual stream
+    and the grown model computes exactly what ``init`` did (depth up-scaling for a grounder, assets README)."""
+    from jax.tree_util import keystr, tree_map_with_path
+
+    src = {keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(init)}
+
+    def leaf(path, t):
+        key = keystr(path)
+        if key not in src:
+            raise ValueError(f"grow_layers: {key} is missing from the initial params")
+        v = np.asarray(src[key])
+        if v.shape == t.shape:
+            return jnp.asarray(v, t.dtype)
+        if "['decoder']['layers']" not in key or v.shape[1:] != t.shape[1:] or v.shape[0] > t.shape[0]:
+            raise ValueError(f"grow_layers: {key} is {v.shape} in the initial params but {t.shape} in the target")
+        extra = np.asarray(t[v.shape[0]:])
+        if key.endswith("['o_proj']['kernel']") or key.endswith("['down_proj']['kernel']"):
+            extra = np.zeros_like(extra)
+        return jnp.asarray(np.concatenate([v, extra.astype(v.dtype)]), t.dtype)
+
+    return tree_map_with_path(leaf, target)
+
+
 def selection_score(scores: dict) -> float:
-    """One number to pick the best held-out step: grounding box IoU plus the mean exact-match of the QA tasks."""
+    """One number to pick the best held-out step: grounding box IoU (the mean over ``ground`` / ``ground_crowd``)
+    plus the mean exact-match of the QA tasks."""
     exact = [v for k, v in scores.items() if k.endswith("/exact") and not k.startswith("ground")]
-    return float(scores.get("ground/box_iou", 0.0) + (np.mean(exact) if exact else 0.0))
+    ious = [v for k, v in scores.items() if k.endswith("/box_iou")]
+    return float((np.mean(ious) if ious else 0.0) + (np.mean(exact) if exact else 0.0))
 
 
 def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: int = 16,
@@ -165,7 +193,9 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
     model, init_fn, _ = build_thinker(config, tokenizer)
     shapes = T.TaskShapes.from_config(config, model)
     plens = {t: prompt_length(t, shapes, tokenizer) for t in tasks}
-    params = init_params if init_params is not None else jax.jit(lambda k: unbox(init_fn(k)))(jax.random.PRNGKey(seed))
+    params = jax.jit(lambda k: unbox(init_fn(k)))(jax.random.PRNGKey(seed))
+    if init_params is not None:  # same layout, or a shallower thinker grown to this depth
+        params = grow_layers(init_params, params)
     warmup = max(1, steps // 20) if warmup is None else max(1, warmup)
     sched = lr_schedule(learning_rate, warmup, steps)
     tower_sched = lambda s: tower_lr_scale * sched(s)  # noqa: E731
@@ -232,7 +262,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--eval_every", type=int, default=0, help="held-out score every N steps; keep the best step")
     ap.add_argument("--eval_n", type=int, default=32, help="held-out examples per task and evaluation")
     ap.add_argument("--override", action="append", default=[], help="config override KEY=VALUE (repeatable)")
-    ap.add_argument("--init", default="", help="continue from this thinker checkpoint (e.g. a grounding-only run)")
+    ap.add_argument("--init", default="", help="continue from this thinker checkpoint (e.g. a grounding-only run); "
+                    "one with fewer decoder layers than the config is grown (see grow_layers)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from omnir1_jax.config import load_config, parse_overrides
