@@ -268,3 +268,30 @@ def test_full_step_on_mesh_equals_single_device(env):
         np.testing.assert_allclose(float(m1[k]), float(m2[k]), rtol=1e-4, atol=1e-6, err_msg=k)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5),
                  jax.device_get(single.params), jax.device_get(sharded.params))
+
+
+def test_grounder_of_another_architecture_grounds_in_the_step(env):
+    """StepModels.grounder: a frozen System-2 thinker of another architecture (here 3 layers, rotary base 10)
+    boxes the policy's descriptions inside the jitted rollout, exactly as a direct call of the grounding stage
+    with that module; the policy's own module is not used for it."""
+    from omnir1_jax.rollout import grounding as grounding_lib
+
+    e = env
+    gcfg = dataclasses.replace(e["models"].thinker.config, num_hidden_layers=3, rope_theta=10.0)
+    gmodel = Thinker(gcfg)
+    gparams = parallel.unbox(jax.jit(init_params, static_argnums=0)(gmodel, jax.random.key(7)))
+    models = dataclasses.replace(e["models"], grounder=gmodel)
+    s = dataclasses.replace(e["s"], beta=0.0)  # a grounder of another architecture is no KL anchor
+    step = grpo.GRPOStep(models, s, e["spec"], e["tx"], split=True)
+    state = e["fresh_state"]()
+    ro = step.rollout(e["shapes"], state.params, gparams, e["sam_params"], e["batch"], grpo.GRPOStep.step_rng(state))
+    out = grpo_rollout.rollout(models, e["s"], e["shapes"], state.params, e["batch"], grpo.GRPOStep.step_rng(state))[2]
+    parsed = grpo_rollout.parse(e["spec"], e["s"], e["batch"], out)
+    cfg = grounding_lib.GroundingConfig(max_new_tokens=e["s"].grounding_max_new_tokens, num_objects=e["s"].max_objects,
+                                        cache_dtype=e["s"].cache_dtype, encode_chunk=e["s"].ground_encode_chunk)
+    direct = jax.jit(lambda p: grounding_lib.ground(gmodel, p, e["spec"], out.tokens, parsed, e["batch"]["hires_patches"],
+                                                    e["batch"]["ground_ratio"], cfg))(gparams)
+    np.testing.assert_allclose(np.asarray(ro["grounder_boxes"]), np.asarray(direct.boxes), atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(ro["grounder_valid"]), np.asarray(direct.box_valid))
+    new_state, metrics = step.update(state, gparams, e["batch"], ro)
+    assert int(new_state.step) == 1 and np.isfinite(float(metrics["loss"]))
