@@ -52,12 +52,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
     log.info("RefAVS-format rows per split: %s", ref)
     vos = writer.write_vos(os.path.join(args.out, "revos"), seed=args.seed, num_train=args.num_train,
                            num_valid=args.num_val, frames_range=(args.min_frames, args.max_frames),
-                           height=args.height, width=args.width, flat=args.flat_revos)
+                           height=args.height, width=args.width, flat=args.flat_revos, min_visible=args.min_visible)
     log.info("ReVOS-format expressions per split: %s", vos)
     if args.mevis:
         mev = writer.write_vos(os.path.join(args.out, "mevis"), layout="mevis", seed=args.seed,
                                num_train=args.num_train, num_valid=args.num_val,
-                               frames_range=(args.min_frames, args.max_frames), height=args.height, width=args.width)
+                               frames_range=(args.min_frames, args.max_frames), height=args.height, width=args.width,
+                               min_visible=args.min_visible)
         log.info("MeViS-format expressions per split: %s", mev)
     log.info("wrote synthetic datasets under %s in %.1fs", args.out, time.time() - t0)
     return 0
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--width", type=int, default=128)
     s.add_argument("--min_frames", type=int, default=16, help="VOS clip length range")
     s.add_argument("--max_frames", type=int, default=24)
+    s.add_argument("--min_visible", type=float, default=0.25,
+                   help="VOS objects are visible in at least this share of their clip")
     s.add_argument("--flat_revos", action="store_true", help="Sa2VA flat layout (no JPEGImages/ level)")
     s.add_argument("--mevis", action="store_true", help="also write DIR/mevis in the MeViS layout")
     s.set_defaults(fn=cmd_synth)

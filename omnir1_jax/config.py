@@ -71,6 +71,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.data.synthetic_seed = 0  # the synthetic world's seed (fixed across training seeds: same test splits)
     c.data.synthetic_train_clips = 8  # clips per training split of the written world (RefAVS and ReVOS)
     c.data.synthetic_test_clips = 2  # clips per held-out split (RefAVS val/test_*, ReVOS valid)
+    c.data.synthetic_vos_min_visible = 0.25  # ReVOS-format objects are visible in at least this share of the clip
     c.data.refavs_num_samples = 1600  # --use_avs_sample_number 1600
     c.data.mixture = ""  # e.g. "refavs:1,revos:1" for joint runs; batches stay task-homogeneous
     c.data.min_frames = 16  # grpo.py; the paper says 8
@@ -293,6 +294,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(c.eval.limit >= 0, "eval.limit", "must be >= 0 (0: every expression)")
     _check(c.eval.sam2_stream_above >= 1, "eval.sam2_stream_above", "must be >= 1")
     _check(c.eval.table_limit >= 0, "eval.table_limit", "must be >= 0 (0: every expression)")
+    _check(0.0 < c.data.synthetic_vos_min_visible < 1.0, "data.synthetic_vos_min_visible", "must be in (0, 1)")
     _check(c.data.synthetic_train_clips >= 1 and c.data.synthetic_test_clips >= 1, "data.synthetic_train_clips",
            "the synthetic world needs >= 1 clip per split")
     _check(c.eval.refavs_protocol in ("official", "per_expression", "davis"), "eval.refavs_protocol",

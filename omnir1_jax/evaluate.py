@@ -349,7 +349,8 @@ def _default_synthetic_root(config, out_dir: str) -> str | None:
     root = os.path.join(out_dir, "data")
     if not os.path.isfile(os.path.join(root, "revos", "world.json")):
         log.info("writing the synthetic world to %s", root)
-        writer.write_vos(os.path.join(root, "revos"), seed=config.seed, num_train=8, num_valid=2)
+        writer.write_vos(os.path.join(root, "revos"), seed=config.seed, num_train=8, num_valid=2,
+                         min_visible=config.data.synthetic_vos_min_visible)
         writer.write_refavs(os.path.join(root, "refavs"), seed=config.seed, num_train=8, num_val=2, num_test=2)
     return root
 

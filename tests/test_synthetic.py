@@ -125,6 +125,28 @@ def test_targets_visible_in_part_of_vos_clips():
     assert total > 0 and partial / total > 0.6
 
 
+def test_min_visible_sets_the_share_of_the_clip_each_vos_object_is_on_screen(tmp_path):
+    """``min_visible``: every object's generative visible interval covers at least that share of its clip (and
+    still ends before or starts after part of it); the default 0.25 is the world as it was first written."""
+    for share in (0.25, 0.75):
+        spans = []
+        for i in range(40):
+            clip = make_clip(np.random.default_rng(i), "x", num_frames=20, min_visible=share)
+            spans += [(o.last_frame - o.first_frame + 1) / 20 for o in clip.objects]
+            assert all(o.first_frame > 0 or o.last_frame < 19 for o in clip.objects)
+        assert min(spans) >= share - 1e-9 and (share == 0.25 or np.mean(spans) > 0.8)
+    legacy = make_clip(np.random.default_rng(3), "x", num_frames=17).to_json()
+    assert legacy == make_clip(np.random.default_rng(3), "x", num_frames=17, min_visible=0.25).to_json()
+    with pytest.raises(ValueError, match="min_visible"):
+        make_clip(np.random.default_rng(0), "x", num_frames=8, min_visible=1.0)
+    writer.write_vos(str(tmp_path / "revos"), seed=1, num_train=1, num_valid=1, frames_range=(6, 8), min_visible=0.75)
+    assert json.load(open(tmp_path / "revos" / "world.json"))["min_visible"] == 0.75
+    from omnir1_jax.rl.sft import ensure_synthetic_data
+
+    with pytest.raises(ValueError, match="min_visible=0.75"):  # an existing world written otherwise is refused
+        ensure_synthetic_data(str(tmp_path), vos_min_visible=0.25)
+
+
 def test_every_emitted_word_is_in_WORDS(tmp_path):
     assert isinstance(words.WORDS, tuple) and len(set(words.WORDS)) == len(words.WORDS)
     vocab = set(words.WORDS)

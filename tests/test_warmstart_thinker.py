@@ -111,6 +111,28 @@ def test_ground_crowd_example_shows_every_object_and_boxes_the_described_one(set
     assert n_boxes >= 6 and n_crowded >= 9
 
 
+def test_count_example_counts_the_objects_of_the_asked_colour_in_view(setup, monkeypatch):
+    from data_pipelines.synthetic import words
+
+    _, tok, _, _, shapes = setup
+    seen = {}
+    real = T.make_clip
+    monkeypatch.setattr(T, "make_clip", lambda *a, **k: seen.setdefault("c", []).append(real(*a, **k)) or seen["c"][-1])
+    real_facts = T.render.mask_facts
+    monkeypatch.setattr(T.render, "mask_facts", lambda m: seen.setdefault("f", []).append(real_facts(m)) or seen["f"][-1])
+    rng = np.random.default_rng(2)
+    answers = []
+    for _ in range(40):
+        ex = T.make_example("count", rng, shapes, tok)
+        text = tok.decode(ex["prompt_ids"], skip_special_tokens=False)
+        (colour,) = [c for c in words.COLOURS if f"many {c} shapes" in text]
+        clip, facts = seen["c"][-1], seen["f"][-1]
+        want = sum(o.colour == colour and 0 in f["visible_frames"] for o, f in zip(clip.objects, facts))
+        assert ex["answer"] == str(want) and text.count("<|IMAGE|>") == 48
+        answers.append(want)
+    assert 0.3 <= np.mean(np.asarray(answers) == 0) <= 0.75  # about half the colours asked for are absent
+
+
 def test_grow_layers_keeps_the_function_and_trains_the_new_layers(setup):
     """A 2-layer thinker grown to 4 layers computes the same logits (the new layers start as identities)."""
     import dataclasses

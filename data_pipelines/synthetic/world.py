@@ -94,13 +94,17 @@ def make_clip(
     shapes: tuple = words.SEEN_SHAPES,
     required_shapes: tuple = (),
     all_visible_at_start: bool = False,
+    min_visible: float = 0.25,
 ) -> Clip:
     """Samples a clip with 2-4 objects of unique (colour, shape), distinct pitches, partial visibility.
 
     `all_visible_at_start` (RefAVS format: training sees frame 0 only) makes every object visible in frame 0
     while some still leave later; otherwise objects enter and leave so that each is visible in only part of
-    the clip. `required_shapes` forces those shapes into the clip (used for unseen-category splits).
+    the clip, at least `min_visible` of it (and at least 3 frames). `required_shapes` forces those shapes into
+    the clip (used for unseen-category splits).
     """
+    if not 0.0 < min_visible < 1.0:
+        raise ValueError(f"min_visible must be in (0, 1), got {min_visible}")
     n_obj = int(rng.integers(num_objects[0], num_objects[1] + 1))
     n_obj = max(n_obj, len(required_shapes))
     pairs = [(c, s) for c in words.COLOURS for s in shapes]
@@ -123,7 +127,7 @@ def make_clip(
             first = 0
             last = num_frames - 1 if rng.random() < 0.5 else int(rng.integers(num_frames // 2, num_frames - 1))
         else:
-            min_len = max(3, num_frames // 4)
+            min_len = min(num_frames - 1, max(3, int(min_visible * num_frames)))  # 0.25: num_frames // 4
             first = 0 if rng.random() < 0.25 else int(rng.integers(0, num_frames - min_len))
             last_lo = first + min_len - 1
             last = num_frames - 1 if rng.random() < 0.25 else int(rng.integers(last_lo, num_frames))

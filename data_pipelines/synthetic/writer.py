@@ -47,9 +47,9 @@ def _clip_record(clip: Clip, facts: list[dict], queries: list[dict], **extra) ->
     return {**{k: v for k, v in clip.to_json().items() if k != "objects"}, "objects": objs, "queries": queries, **extra}
 
 
-def _write_world(path: str, fmt: str, seed: int, splits: dict) -> None:
+def _write_world(path: str, fmt: str, seed: int, splits: dict, **settings) -> None:
     with open(path, "w") as fh:
-        json.dump({"format": fmt, "seed": seed, "words": list(words.WORDS), "splits": splits}, fh)
+        json.dump({"format": fmt, "seed": seed, "words": list(words.WORDS), **settings, "splits": splits}, fh)
 
 
 def write_refavs(out_dir: str, *, seed: int = 0, num_train: int = 8, num_val: int = 2, num_test: int = 2,
@@ -113,10 +113,11 @@ def write_refavs(out_dir: str, *, seed: int = 0, num_train: int = 8, num_val: in
 
 def write_vos(out_dir: str, *, layout: str = "revos", seed: int = 0, num_train: int = 6, num_valid: int = 2,
               frames_range: tuple = (16, 24), height: int = 96, width: int = 128, queries_per_clip: int = 3,
-              flat: bool = False, no_target_prob: float = 0.3) -> dict:
+              flat: bool = False, no_target_prob: float = 0.3, min_visible: float = 0.25) -> dict:
     """ReVOS layout (`JPEGImages/` or Sa2VA-flat, meta_expressions_{train,valid}_.json, one mask_dict.json and
     mask_dict_foreground.json) or MeViS layout (`{train,valid_u,valid}/{JPEGImages, meta_expressions.json,
-    mask_dict.json}`, no type_id, no masks for `valid`). Masks are COCO RLE per anno_id per frame, null = absent."""
+    mask_dict.json}`, no type_id, no masks for `valid`). Masks are COCO RLE per anno_id per frame, null = absent.
+    Each object is visible in at least `min_visible` of its clip (recorded in world.json)."""
     if layout == "revos":
         splits = {"train": num_train, "valid": num_valid}
     elif layout == "mevis":
@@ -136,7 +137,7 @@ def write_vos(out_dir: str, *, layout: str = "revos", seed: int = 0, num_train: 
             rng = clip_rng(seed, layout, split, i)
             video = "".join("0123456789abcdef"[int(k)] for k in rng.integers(16, size=10))
             t_n = int(rng.integers(frames_range[0], frames_range[1] + 1))
-            clip = make_clip(rng, video, num_frames=t_n, height=height, width=width, fps=2.0)
+            clip = make_clip(rng, video, num_frames=t_n, height=height, width=width, fps=2.0, min_visible=min_visible)
             frames, masks = render.render_clip(clip)
             facts = render.mask_facts(masks)
             kinds = ("referring", "temporal", "relational") + (("no_target",) if rng.random() < no_target_prob else ())
@@ -190,5 +191,5 @@ def write_vos(out_dir: str, *, layout: str = "revos", seed: int = 0, num_train: 
             json.dump(mask_dict, fh)
         with open(os.path.join(out_dir, "mask_dict_foreground.json"), "w") as fh:
             json.dump(foreground, fh)
-    _write_world(os.path.join(out_dir, "world.json"), layout, seed, world)
+    _write_world(os.path.join(out_dir, "world.json"), layout, seed, world, min_visible=min_visible)
     return summary

@@ -32,13 +32,26 @@ PyTree = Any
 
 
 # ----------------------------------------------------------------------------- data
-def ensure_synthetic_data(root: str, seed: int = 0, num_train: int = 8, num_test: int = 2) -> str:
-    """Writes the synthetic world under ``root`` (as ``omnir1-data synth`` does) unless it is there already."""
+def ensure_synthetic_data(root: str, seed: int = 0, num_train: int = 8, num_test: int = 2,
+                          vos_min_visible: float = 0.25) -> str:
+    """Writes the synthetic world under ``root`` (as ``omnir1-data synth`` does) unless it is there already; a
+    world written with another ``vos_min_visible`` (share of its clip each ReVOS-format object is visible) is
+    refused, naming the file, rather than silently reused."""
+    import json
+
     from data_pipelines.synthetic import writer
 
-    if not os.path.isfile(os.path.join(root, "revos", "world.json")):
+    world = os.path.join(root, "revos", "world.json")
+    if os.path.isfile(world):
+        with open(world) as fh:
+            have = json.load(fh).get("min_visible", 0.25)  # worlds written before the setting used 0.25
+        if abs(have - vos_min_visible) > 1e-9:
+            raise ValueError(f"{world} was written with min_visible={have} but data.synthetic_vos_min_visible="
+                             f"{vos_min_visible}; point data.synthetic_root elsewhere or remove {root}")
+    else:
         log.info("writing the synthetic world to %s (%d train / %d test clips per split)", root, num_train, num_test)
-        writer.write_vos(os.path.join(root, "revos"), seed=seed, num_train=num_train, num_valid=num_test)
+        writer.write_vos(os.path.join(root, "revos"), seed=seed, num_train=num_train, num_valid=num_test,
+                         min_visible=vos_min_visible)
         writer.write_refavs(os.path.join(root, "refavs"), seed=seed, num_train=num_train, num_val=num_test,
                             num_test=num_test)
     return root
@@ -62,7 +75,8 @@ def data_sources(config, workdir: str) -> list[tuple[str, str, str, float]]:
     if d.dataset == "synthetic":
         root = d.synthetic_root or os.path.join(workdir, "data")
         if jax.process_index() == 0:
-            ensure_synthetic_data(root, d.synthetic_seed, d.synthetic_train_clips, d.synthetic_test_clips)
+            ensure_synthetic_data(root, d.synthetic_seed, d.synthetic_train_clips, d.synthetic_test_clips,
+                                  d.synthetic_vos_min_visible)
         parts, roots = d.mixture or "revos:1", {n: os.path.join(root, n) for n in ("revos", "refavs")}
     else:
         parts = d.mixture if d.dataset == "joint" else f"{d.dataset}:1"

@@ -16,6 +16,8 @@ will see in GRPO and evaluation:
   distinct tones that sound: formatted audio QA.
 * ``ground_crowd`` — not in the default mix: ``ground`` on frame 0 of a clip whose objects are all visible
   there (the RefAVS layout), so every distractor is in view; trains the grounder to read the description.
+* ``count``   — not in the default mix: frame 0 with every object in view + a colour -> how many objects have
+  it (half the colours asked for are absent): a one-token binding probe / curriculum for ``ground``.
 * ``where``   — not in the default mix: one frame + a description -> ``"C, R"``, the 16-px cell (one per merged
   image token) of the object's centre; a coarse-localisation probe and curriculum for ``ground``.
 
@@ -180,6 +182,30 @@ def where_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) 
     return _finish(tokenizer, ex, text, f"{col}, {row}")
 
 
+COUNT_PROMPT = "How many {colour} shapes are in the image? Answer with a number."
+
+
+def count_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
+    """Frame 0 of a clip whose objects are all visible there + a colour -> how many visible objects have it.
+
+    Half the colours asked for are in view, half are not, so the one-token answer (``0``-``4``) depends only on
+    whether the colour word finds its image tokens: a dense binding signal (word -> image feature) for the
+    grounder, which ``ground`` trains only through its 12 coordinate digits."""
+    from omnir1_jax.text import make_messages
+
+    clip, frames, masks, facts = _clip(rng, shapes, 4, refavs=True)
+    in_view = [clip.objects[j].colour for j, f in enumerate(facts) if 0 in f["visible_frames"]]
+    if rng.random() < 0.5 and in_view:
+        colour = in_view[int(rng.integers(len(in_view)))]
+    else:
+        others = [c for c in words.COLOURS if c not in in_view]
+        colour = others[int(rng.integers(len(others)))]
+    patches, grid = _frame_patches(shapes, frames, 0)
+    text = tokenizer.apply_chat_template(make_messages(COUNT_PROMPT.format(colour=colour), ("image",)))
+    ex = {"pixel_values": patches, "image_grid_thw": np.asarray(grid)}
+    return _finish(tokenizer, ex, text, str(in_view.count(colour)))
+
+
 def caption_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
     """The video -> the objects that appear, in order of first appearance."""
     clip, frames, masks, facts = _clip(rng, shapes, shapes.num_frames)
@@ -251,7 +277,7 @@ def ground_crowd_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer
 
 
 MAKERS = {"ground": ground_example, "ground_crowd": ground_crowd_example, "caption": caption_example,
-          "when": when_example, "hear": hear_example, "where": where_example}
+          "when": when_example, "hear": hear_example, "where": where_example, "count": count_example}
 
 
 def make_example(task: str, rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
