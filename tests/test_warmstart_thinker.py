@@ -104,10 +104,15 @@ def test_ground_crowd_example_shows_every_object_and_boxes_the_described_one(set
         n_crowded += in_view >= 2 and in_view >= len(facts) - 1
         boxes = json.loads(ex["answer"])
         text = tok.decode(ex["prompt_ids"], skip_special_tokens=False)
+        in_view_boxes = [[int(v) for v in f["boxes"][0]] for f in facts if 0 in f["visible_frames"]]
+        distractors = [[int(round(v)) for v in b] for b in ex["distractor_boxes"]]
         if boxes:
             n_boxes += 1
-            assert list(boxes[0]["bbox_2d"]) in [[int(v) for v in f["boxes"][0]] for f in facts]
+            assert list(boxes[0]["bbox_2d"]) in in_view_boxes
             assert text.count("the ") >= 1
+            assert sorted(distractors + [list(boxes[0]["bbox_2d"])]) == sorted(in_view_boxes)  # the others in view
+        else:
+            assert sorted(distractors) == sorted(in_view_boxes)
     assert n_boxes >= 6 and n_crowded >= 9
 
 

@@ -136,23 +136,28 @@ def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any,
     t = 0 if crowd else int(rng.integers(nf))
     vis = [j for j, f in enumerate(facts) if t in f["visible_frames"]]
     absent = rng.random() < 0.15 or not vis
+    rh, rw = shapes.ground_resized
+    sx, sy = rw / shapes.width, rh / shapes.height
+
+    def box(k: int) -> list:  # mask_facts boxes: [x0, y0, x1, y1) pixel edges, scaled to the resized frame
+        x0, y0, x1, y1 = facts[k]["boxes"][t]
+        return [x0 * sx, y0 * sy, x1 * sx, y1 * sy]
+
     if absent:
         present = {(o.colour, o.shape) for o in clip.objects}
         choices = [(c, s) for c in words.COLOURS for s in words.SHAPES if (c, s) not in present]
         c, s = choices[int(rng.integers(len(choices)))]
-        desc, boxes = f"the {c} {s}", []
+        desc, boxes, j = f"the {c} {s}", [], -1
     else:
         j = vis[int(rng.integers(len(vis)))]
         desc = _desc(clip.objects[j], rng)
-        rh, rw = shapes.ground_resized
-        sx, sy = rw / shapes.width, rh / shapes.height
-        x0, y0, x1, y1 = facts[j]["boxes"][t]
-        boxes = [[x0 * sx, y0 * sy, x1 * sx, y1 * sy]]  # mask_facts boxes: [x0, y0, x1, y1) pixel edges
+        boxes = [box(j)]
     patches, grid = _frame_patches(shapes, frames, t)
     n_img = int(np.prod(grid)) // shapes.merge_size**2
     variant = "refavs" if rng.random() < 0.3 else "default"
     return {"prompt_ids": host_prompt_ids(tokenizer, desc, variant, n_img), "answer": box_answer(boxes),
-            "arrays": {"pixel_values": patches}, "image_grid_thw": grid}
+            "arrays": {"pixel_values": patches}, "image_grid_thw": grid,
+            "distractor_boxes": [box(k) for k in vis if k != j]}  # the other objects in view (for scoring)
 
 
 WHERE_PROMPT = "Which cell of the {cols} x {rows} grid holds the centre of {desc}? Answer: column, row."

@@ -123,13 +123,19 @@ def score(model, params, shapes: T.TaskShapes, tokenizer: Any, plens: dict, n: i
         got = greedy_answers(model, params, exs, tokenizer, plens[task], ANSWER_TOKENS[task])
         out[f"{task}/exact"] = float(np.mean([g.strip() == e["answer"] for g, e in zip(got, exs)]))
         if task in ("ground", "ground_crowd"):
-            ious, parsed = [], []
+            ious, others, parsed = [], [], []
             for g, e in zip(got, exs):
                 want, have = _first_box(e["answer"]), _first_box(g)
                 parsed.append(have is not None)
+                ok = have is not None and have.size == 4
                 if want is not None and want.size:
-                    ious.append(box_iou(want, have) if have is not None and have.size == 4 else 0.0)
+                    ious.append(box_iou(want, have) if ok else 0.0)
+                    if e["distractor_boxes"]:  # did the box go to another object in view instead?
+                        others.append(max(box_iou(np.asarray(b), have) for b in e["distractor_boxes"]) if ok else 0.0)
             out[f"{task}/box_iou"] = float(np.mean(ious)) if ious else 0.0
+            # A grounder that reads the description boxes its object, not a distractor: box_iou_distractor well
+            # below box_iou.  One that ignores it scores the two alike (the shipped Base does, assets README).
+            out[f"{task}/box_iou_distractor"] = float(np.mean(others)) if others else 0.0
             out[f"{task}/parse_rate"] = float(np.mean(parsed))
     return out
 
@@ -165,7 +171,7 @@ def selection_score(scores: dict) -> float:
     """One number to pick the best held-out step: grounding box IoU (the mean over ``ground`` / ``ground_crowd``)
     plus the mean exact-match of the QA tasks."""
     exact = [v for k, v in scores.items() if k.endswith("/exact") and not k.startswith("ground")]
-    ious = [v for k, v in scores.items() if k.endswith("/box_iou")]
+    ious = [v for k, v in scores.items() if k.endswith("/box_iou")]  # not .../box_iou_distractor
     return float((np.mean(ious) if ious else 0.0) + (np.mean(exact) if exact else 0.0))
 
 
