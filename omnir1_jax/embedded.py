@@ -11,10 +11,11 @@ Run by ``omnir1-train`` at the end of a GRPO run when ``eval.final_table`` is se
 * ``random_keyframes`` — GRPO's descriptions on frames drawn at random from the sampled ones.
 
 Every row uses the same frozen Detail Understanding System: the frozen reference as grounder
-(``model.reference_checkpoint``, as in GRPO training; the Base row's checkpoint when none is set) and the same SAM2, so rows differ only in the Global Reasoning System.  Scores are the
-official J, F and J&F of ``omnir1_jax.evaluate.evaluate_split`` (in %); predictions and per-split
-``metrics.json`` land under ``workdir/table/<row>/<split>``; the table goes to stdout, ``workdir/results.md``
-and ``workdir/results.json`` (``{"<split>": {"<row>": {"J", "F", "JF"}}}``).
+(``model.reference_checkpoint``, as in GRPO training; the Base row's checkpoint when none is set) and the same
+SAM2, so rows differ only in the Global Reasoning System.  Scores are the official J, F and J&F of
+``omnir1_jax.evaluate.evaluate_split`` (in %); predictions and per-split ``metrics.json`` land under
+``workdir/table/<row>/<split>``; the table goes to stdout, ``workdir/results.md`` and ``workdir/results.json``
+(``{"<split>": {"<row>": {"J", "F", "JF"}}}``).
 """
 
 from __future__ import annotations

@@ -148,10 +148,9 @@ def grounder_module(model, checkpoint: str) -> Any:
     """The module of the frozen grounder stored at ``checkpoint``: ``model`` itself when the checkpoint holds the
     policy's architecture (or is no thinker checkpoint), else a :class:`Thinker` of the checkpoint's config.
 
-    System 2 only reads the policy's tokens and the high-resolution keyframes, so it may be another thinker (the
-    embedded default's grounder is a tiny thinker with a finer rotary base, warm-started on grounding alone) as
-    long as it shares the tokenizer's vocabulary and special ids and the vision patching; anything else is a
-    clear error naming the field.
+    System 2 only reads the policy's tokens and the high-resolution keyframes, so it may be another thinker (a
+    wider or deeper grounder warm-started on grounding, say) as long as it shares the tokenizer's vocabulary and
+    special ids and the vision patching; anything else is a clear error naming the field.
     """
     import json
 

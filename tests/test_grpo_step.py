@@ -289,8 +289,8 @@ def test_grounder_of_another_architecture_grounds_in_the_step(env):
     parsed = grpo_rollout.parse(e["spec"], e["s"], e["batch"], out)
     cfg = grounding_lib.GroundingConfig(max_new_tokens=e["s"].grounding_max_new_tokens, num_objects=e["s"].max_objects,
                                         cache_dtype=e["s"].cache_dtype, encode_chunk=e["s"].ground_encode_chunk)
-    direct = jax.jit(lambda p: grounding_lib.ground(gmodel, p, e["spec"], out.tokens, parsed, e["batch"]["hires_patches"],
-                                                    e["batch"]["ground_ratio"], cfg))(gparams)
+    direct = jax.jit(lambda p: grounding_lib.ground(gmodel, p, e["spec"], out.tokens, parsed,
+                                                    e["batch"]["hires_patches"], e["batch"]["ground_ratio"], cfg))(gparams)
     np.testing.assert_allclose(np.asarray(ro["grounder_boxes"]), np.asarray(direct.boxes), atol=1e-4)
     np.testing.assert_array_equal(np.asarray(ro["grounder_valid"]), np.asarray(direct.box_valid))
     new_state, metrics = step.update(state, gparams, e["batch"], ro)

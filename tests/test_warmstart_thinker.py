@@ -124,7 +124,8 @@ def test_count_example_counts_the_objects_of_the_asked_colour_in_view(setup, mon
     real = T.make_clip
     monkeypatch.setattr(T, "make_clip", lambda *a, **k: seen.setdefault("c", []).append(real(*a, **k)) or seen["c"][-1])
     real_facts = T.render.mask_facts
-    monkeypatch.setattr(T.render, "mask_facts", lambda m: seen.setdefault("f", []).append(real_facts(m)) or seen["f"][-1])
+    monkeypatch.setattr(T.render, "mask_facts",
+                        lambda m: seen.setdefault("f", []).append(real_facts(m)) or seen["f"][-1])
     rng = np.random.default_rng(2)
     answers = []
     for _ in range(40):

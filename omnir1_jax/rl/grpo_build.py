@@ -1,7 +1,8 @@
 """GRPO as a trainer :class:`~omnir1_jax.rl.task.Task`: models, frozen reference + SAM2, data -> step batches.
 
 The policy and the frozen reference thinker share one module (the reference is the initial policy's
-params, or ``model.reference_checkpoint``, which may hold a grounder of another architecture when beta = 0); SAM2 comes from ``segmenter.checkpoint`` / ``segmenter.hf_dir`` or, for
+params, or ``model.reference_checkpoint``, which may hold a grounder of another architecture when beta = 0);
+SAM2 comes from ``segmenter.checkpoint`` / ``segmenter.hf_dir`` or, for
 ``segmenter.preset=tiny``, a seeded random init.  Host batches from the grain pipeline are turned into the
 step's static-shape arrays by :func:`make_step_batch`; one compiled step per (task, batch geometry).
 """
