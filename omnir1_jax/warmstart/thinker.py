@@ -199,9 +199,14 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
     model, init_fn, _ = build_thinker(config, tokenizer)
     shapes = T.TaskShapes.from_config(config, model)
     plens = {t: prompt_length(t, shapes, tokenizer) for t in tasks}
-    params = jax.jit(lambda k: unbox(init_fn(k)))(jax.random.PRNGKey(seed))
-    if init_params is not None:  # same layout, or a shallower thinker grown to this depth
-        params = grow_layers(init_params, params)
+    init = lambda: jax.jit(lambda k: unbox(init_fn(k)))(jax.random.PRNGKey(seed))  # noqa: E731
+    if init_params is None:
+        params = init()
+    else:  # the same layout as it is; a shallower thinker grown to this depth (needs the random new layers)
+        want = jax.eval_shape(init)
+        same = jax.tree.structure(want) == jax.tree.structure(init_params) and all(
+            np.shape(a) == b.shape for a, b in zip(jax.tree.leaves(init_params), jax.tree.leaves(want)))
+        params = init_params if same else grow_layers(init_params, init())
     warmup = max(1, steps // 20) if warmup is None else max(1, warmup)
     sched = lr_schedule(learning_rate, warmup, steps)
     tower_sched = lambda s: tower_lr_scale * sched(s)  # noqa: E731
