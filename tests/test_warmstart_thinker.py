@@ -217,3 +217,33 @@ def test_warmstart_lr_schedule_warms_up_then_decays_below_the_peak():
     assert rates.max() <= 1e-3 * (1 + 1e-6)  # never above the peak (optax's end_value is absolute, not a fraction)
     assert np.all(np.diff(rates[10:]) <= 1e-9)  # monotone decay after the warmup
     assert abs(float(s(1000)) - 5e-5) < 1e-8  # ends at 5% of the peak
+
+
+def test_score_tells_a_grounder_that_boxes_the_described_object_from_one_that_boxes_a_distractor(setup, monkeypatch):
+    """``score``'s grounding terms: a (fake) grounder answering the described object's box gets box IoU 1 and
+    picks it on every crowded frame; one answering a distractor's box gets box IoU < 1, distractor IoU 1 and
+    never picks the described object."""
+    config, tok, model, _, shapes = setup
+    plens = {"ground_crowd": W.prompt_length("ground_crowd", shapes, tok)}
+
+    def fake(which):
+        def answers(model, params, exs, tokenizer, plen, max_new):
+            out = []
+            for e in exs:
+                if which == "described" or not e["distractor_boxes"] or e["answer"] == "[]":
+                    out.append(e["answer"])
+                else:
+                    out.append(T.box_answer([e["distractor_boxes"][0]]))
+            return out
+        return answers
+
+    monkeypatch.setattr(W, "greedy_answers", fake("described"))
+    good = W.score(model, None, shapes, tok, plens, n=24)
+    monkeypatch.setattr(W, "greedy_answers", fake("distractor"))
+    bad = W.score(model, None, shapes, tok, plens, n=24)
+    assert good["ground_crowd/box_iou"] == pytest.approx(1.0)
+    assert good["ground_crowd/picked_described"] == pytest.approx(1.0)
+    assert good["ground_crowd/parse_rate"] == pytest.approx(1.0)
+    assert bad["ground_crowd/box_iou_distractor"] == pytest.approx(1.0)
+    assert bad["ground_crowd/picked_described"] == 0.0
+    assert bad["ground_crowd/box_iou"] < 0.5

@@ -123,7 +123,7 @@ def score(model, params, shapes: T.TaskShapes, tokenizer: Any, plens: dict, n: i
         got = greedy_answers(model, params, exs, tokenizer, plens[task], ANSWER_TOKENS[task])
         out[f"{task}/exact"] = float(np.mean([g.strip() == e["answer"] for g, e in zip(got, exs)]))
         if task in ("ground", "ground_crowd"):
-            ious, others, parsed = [], [], []
+            ious, others, picked, parsed = [], [], [], []
             for g, e in zip(got, exs):
                 want, have = _first_box(e["answer"]), _first_box(g)
                 parsed.append(have is not None)
@@ -132,10 +132,14 @@ def score(model, params, shapes: T.TaskShapes, tokenizer: Any, plens: dict, n: i
                     ious.append(box_iou(want, have) if ok else 0.0)
                     if e["distractor_boxes"]:  # did the box go to another object in view instead?
                         others.append(max(box_iou(np.asarray(b), have) for b in e["distractor_boxes"]) if ok else 0.0)
+                        picked.append(float(ious[-1] > max(others[-1], 0.0)))
             out[f"{task}/box_iou"] = float(np.mean(ious)) if ious else 0.0
             # A grounder that reads the description boxes its object, not a distractor: box_iou_distractor well
             # below box_iou.  One that ignores it scores the two alike (the shipped Base does, assets README).
             out[f"{task}/box_iou_distractor"] = float(np.mean(others)) if others else 0.0
+            # The share of frames with distractors whose box overlaps the described object more than any other
+            # (chance: about one in the number of objects in view, 2-4 on ``ground_crowd``).
+            out[f"{task}/picked_described"] = float(np.mean(picked)) if picked else 0.0
             out[f"{task}/parse_rate"] = float(np.mean(parsed))
     return out
 
