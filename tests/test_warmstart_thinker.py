@@ -208,6 +208,29 @@ def test_warmstart_step_learns_and_checkpoint_round_trips(setup, tmp_path):
     assert losses[-1] < 0.75 * losses[0]
 
 
+def test_warmstart_stopped_early_keeps_its_best_step_so_far(setup, tmp_path, monkeypatch):
+    """An hour-long warm-start killed after an evaluation leaves that step's checkpoint and record behind."""
+    from omnir1_jax.models.qwen_omni import load_checkpoint
+
+    config = setup[0]
+    real_score, calls = W.score, []
+
+    def score_then_stop(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user stops the run at its second evaluation
+        return real_score(*a, **k)
+
+    monkeypatch.setattr(W, "score", score_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        W.train_base(config, str(tmp_path / "run"), steps=4, seed=1, batch=2, tasks=("ground",), log_every=2,
+                     progress=False, eval_every=2, eval_n=2)
+    info = json.load(open(tmp_path / "run" / "warmstart.json"))
+    assert info["steps_done"] == 2 and info["kept_step"] == 2 and [e["step"] for e in info["evals"]] == [2]
+    loaded, params = load_checkpoint(str(tmp_path / "run"))
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
 def test_warmstart_lr_schedule_warms_up_then_decays_below_the_peak():
     from omnir1_jax.warmstart import lr_schedule
 

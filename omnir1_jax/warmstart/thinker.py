@@ -250,6 +250,9 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
             log.warning("step %d held-out %s", i + 1, json.dumps({k: round(v, 3) for k, v in sc.items()}))
             if selection_score(sc) > best[0]:
                 best = (selection_score(sc), i + 1, jax.device_get(state.params))
+                if out_dir:  # a run stopped early (these take an hour on a CPU core) keeps its best step so far
+                    save_checkpoint(best[2], model.config, out_dir)
+                    _write_record(out_dir, {"steps_done": i + 1, "kept_step": i + 1, "evals": evals, "curve": curve})
     params, kept = (best[2], best[1]) if best[2] is not None else (state.params, steps)
     scores = score(model, params, shapes, tokenizer, plens)
     result = {"steps": steps, "seed": seed, "batch": batch, "learning_rate": learning_rate, "warmup": warmup,
@@ -257,10 +260,15 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
               "scores": scores, "wall_s": round(time.time() - t_start, 1)}
     if out_dir:
         save_checkpoint(jax.device_get(params), model.config, out_dir)
-        with open(os.path.join(out_dir, "warmstart.json"), "w") as fh:
-            json.dump({**result, "command": " ".join(["python -m omnir1_jax.warmstart.thinker"] + sys.argv[1:])},
-                      fh, indent=1)
+        _write_record(out_dir, result)
     return {**result, "params": params}
+
+
+def _write_record(out_dir: str, result: dict) -> None:
+    """``warmstart.json`` next to the checkpoint: the run's numbers and the exact command."""
+    with open(os.path.join(out_dir, "warmstart.json"), "w") as fh:
+        json.dump({**result, "command": " ".join(["python -m omnir1_jax.warmstart.thinker"] + sys.argv[1:])},
+                  fh, indent=1)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
