@@ -116,6 +116,30 @@ def test_ground_crowd_example_shows_every_object_and_boxes_the_described_one(set
     assert n_boxes >= 6 and n_crowded >= 9
 
 
+def test_ground_solo_example_boxes_the_only_object(setup, monkeypatch):
+    """``ground_solo``: frame 0 of a one-object clip: the box is that object's (or ``[]`` for an absent one)."""
+    _, tok, _, _, shapes = setup
+    seen = []
+    real = T.render.mask_facts
+    monkeypatch.setattr(T.render, "mask_facts", lambda m: seen.append(real(m)) or seen[-1])
+    rng = np.random.default_rng(5)
+    n_boxes = 0
+    for _ in range(12):
+        ex = T.make_example("ground_solo", rng, shapes, tok)
+        facts = seen[-1]
+        assert len(facts) == 1 and 0 in facts[0]["visible_frames"]
+        rh, rw = shapes.ground_resized
+        x0, y0, x1, y1 = facts[0]["boxes"][0]
+        its_box = [x0 * rw / shapes.width, y0 * rh / shapes.height, x1 * rw / shapes.width, y1 * rh / shapes.height]
+        boxes = json.loads(ex["answer"])
+        if boxes:
+            n_boxes += 1
+            assert list(boxes[0]["bbox_2d"]) == [int(round(v)) for v in its_box] and ex["distractor_boxes"] == []
+        else:  # an absent object was asked for: the one in view is the distractor
+            np.testing.assert_allclose(ex["distractor_boxes"], [its_box])
+    assert 8 <= n_boxes < 12  # 15% ask for an absent object
+
+
 def test_count_example_counts_the_objects_of_the_asked_colour_in_view(setup, monkeypatch):
     from data_pipelines.synthetic import words
 

@@ -16,6 +16,8 @@ will see in GRPO and evaluation:
   distinct tones that sound: formatted audio QA.
 * ``ground_crowd`` — not in the default mix: ``ground`` on frame 0 of a clip whose objects are all visible
   there (the RefAVS layout), so every distractor is in view; trains the grounder to read the description.
+* ``ground_solo`` — not in the default mix: ``ground`` on frame 0 of a one-object clip: the coordinates alone,
+  no description to read (15% ask for an absent object and want ``[]``); a localisation probe and curriculum.
 * ``count``   — not in the default mix: frame 0 with every object in view + a colour -> how many objects have
   it (half the colours asked for are absent): a one-token binding probe / curriculum for ``ground``.
 * ``where``   — not in the default mix: one frame + a description -> ``"C, R"``, the 16-px cell (one per merged
@@ -88,9 +90,11 @@ class TaskShapes:
                                self.ground_max_pixels)
 
 
-def _clip(rng: np.random.Generator, shapes: TaskShapes, num_frames: int, refavs: bool = False):
+def _clip(rng: np.random.Generator, shapes: TaskShapes, num_frames: int, refavs: bool = False,
+          num_objects: tuple = (2, 4)):
     clip = make_clip(rng, "warm", num_frames=num_frames, height=shapes.height, width=shapes.width,
-                     fps=num_frames / 10.0 if refavs else 2.0, shapes=words.SHAPES, all_visible_at_start=refavs)
+                     fps=num_frames / 10.0 if refavs else 2.0, shapes=words.SHAPES, all_visible_at_start=refavs,
+                     num_objects=num_objects)
     frames, masks = render.render_clip(clip)
     return clip, frames, masks, render.mask_facts(masks)
 
@@ -123,17 +127,18 @@ def box_answer(boxes: list) -> str:
     return json.dumps([{"bbox_2d": [int(round(v)) for v in b]} for b in boxes])
 
 
-def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any, crowd: bool = False) -> dict:
+def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any, crowd: bool = False,
+                   solo: bool = False) -> dict:
     """A high-resolution frame, a description and its box (or ``[]``) in the grounder's prompt format.
 
     ``crowd``: frame 0 of a clip whose 2-4 objects are all visible there (the RefAVS layout), so the description
     must pick its object among every distractor; otherwise a random frame of a clip whose objects come and go
-    (often one or two visible)."""
+    (often one or two visible). ``solo``: a clip of one object, so the box needs no reading of the words."""
     from omnir1_jax.rollout.grounding_spec import host_prompt_ids
 
     nf = 4
-    clip, frames, masks, facts = _clip(rng, shapes, nf, refavs=crowd)
-    t = 0 if crowd else int(rng.integers(nf))
+    clip, frames, masks, facts = _clip(rng, shapes, nf, refavs=crowd or solo, num_objects=(1, 1) if solo else (2, 4))
+    t = 0 if crowd or solo else int(rng.integers(nf))
     vis = [j for j, f in enumerate(facts) if t in f["visible_frames"]]
     absent = rng.random() < 0.15 or not vis
     rh, rw = shapes.ground_resized
@@ -281,8 +286,14 @@ def ground_crowd_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer
     return ground_example(rng, shapes, tokenizer, crowd=True)
 
 
-MAKERS = {"ground": ground_example, "ground_crowd": ground_crowd_example, "caption": caption_example,
-          "when": when_example, "hear": hear_example, "where": where_example, "count": count_example}
+def ground_solo_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
+    """``ground`` on frame 0 of a one-object clip (see :func:`ground_example`)."""
+    return ground_example(rng, shapes, tokenizer, solo=True)
+
+
+MAKERS = {"ground": ground_example, "ground_crowd": ground_crowd_example, "ground_solo": ground_solo_example,
+          "caption": caption_example, "when": when_example, "hear": hear_example, "where": where_example,
+          "count": count_example}
 
 
 def make_example(task: str, rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:

@@ -32,7 +32,8 @@ from omnir1_jax.warmstart import lr_schedule
 
 log = logging.getLogger("omnir1-warmstart")
 
-ANSWER_TOKENS = {"ground": 40, "ground_crowd": 40, "caption": 64, "when": 80, "hear": 32, "where": 8, "count": 4}
+ANSWER_TOKENS = {"ground": 40, "ground_crowd": 40, "ground_solo": 40, "caption": 64, "when": 80, "hear": 32, "where": 8,
+                 "count": 4}
 
 
 def make_batch(exs: Sequence[dict], tokenizer: Any, prompt_len: int, answer_len: int) -> tuple[tuple, dict]:
@@ -122,7 +123,7 @@ def score(model, params, shapes: T.TaskShapes, tokenizer: Any, plens: dict, n: i
         exs = _sample(task, rng, shapes, tokenizer, n)
         got = greedy_answers(model, params, exs, tokenizer, plens[task], ANSWER_TOKENS[task])
         out[f"{task}/exact"] = float(np.mean([g.strip() == e["answer"] for g, e in zip(got, exs)]))
-        if task in ("ground", "ground_crowd"):
+        if task.startswith("ground"):
             ious, others, picked, parsed = [], [], [], []
             for g, e in zip(got, exs):
                 want, have = _first_box(e["answer"]), _first_box(g)
