@@ -137,7 +137,8 @@ def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any,
     from omnir1_jax.rollout.grounding_spec import host_prompt_ids
 
     nf = 4
-    clip, frames, masks, facts = _clip(rng, shapes, nf, refavs=crowd or solo, num_objects=(1, 1) if solo else (2, 4))
+    clip, frames, masks, facts = _clip(rng, shapes, nf, refavs=crowd or solo,
+                                       num_objects=(1, 1) if solo else (2, 4))
     t = 0 if crowd or solo else int(rng.integers(nf))
     vis = [j for j, f in enumerate(facts) if t in f["visible_frames"]]
     absent = rng.random() < 0.15 or not vis
