@@ -271,7 +271,7 @@ def test_score_tells_a_grounder_that_boxes_the_described_object_from_one_that_bo
     picks it on every crowded frame; one answering a distractor's box gets box IoU < 1, distractor IoU 1 and
     never picks the described object."""
     config, tok, model, _, shapes = setup
-    plens = {"ground_crowd": W.prompt_length("ground_crowd", shapes, tok)}
+    plens = {t: W.prompt_length(t, shapes, tok) for t in ("ground_crowd", "ground_solo")}
 
     def fake(which):
         def answers(model, params, exs, tokenizer, plen, max_new):
@@ -294,3 +294,6 @@ def test_score_tells_a_grounder_that_boxes_the_described_object_from_one_that_bo
     assert bad["ground_crowd/box_iou_distractor"] == pytest.approx(1.0)
     assert bad["ground_crowd/picked_described"] == 0.0
     assert bad["ground_crowd/box_iou"] < 0.5
+    # ground_solo has no distractor next to a described object: its box IoU, but no distractor terms
+    assert good["ground_solo/box_iou"] == pytest.approx(1.0)
+    assert "ground_solo/picked_described" not in good and "ground_solo/box_iou_distractor" not in good

@@ -137,10 +137,12 @@ def score(model, params, shapes: T.TaskShapes, tokenizer: Any, plens: dict, n: i
             out[f"{task}/box_iou"] = float(np.mean(ious)) if ious else 0.0
             # A grounder that reads the description boxes its object, not a distractor: box_iou_distractor well
             # below box_iou.  One that ignores it scores the two alike (the shipped Base does, assets README).
-            out[f"{task}/box_iou_distractor"] = float(np.mean(others)) if others else 0.0
-            # The share of frames with distractors whose box overlaps the described object more than any other
-            # (chance: about one in the number of objects in view, 2-4 on ``ground_crowd``).
-            out[f"{task}/picked_described"] = float(np.mean(picked)) if picked else 0.0
+            # picked_described: the share of frames with distractors whose box overlaps the described object most
+            # (chance: about one in the number of objects in view, 2-4 on ``ground_crowd``).  Neither term is given
+            # for a task without distractors (``ground_solo``), where a 0 would read as "never picks it".
+            if others:
+                out[f"{task}/box_iou_distractor"] = float(np.mean(others))
+                out[f"{task}/picked_described"] = float(np.mean(picked))
             out[f"{task}/parse_rate"] = float(np.mean(parsed))
     return out
 
