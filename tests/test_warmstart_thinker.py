@@ -297,3 +297,28 @@ def test_score_tells_a_grounder_that_boxes_the_described_object_from_one_that_bo
     # ground_solo has no distractor next to a described object: its box IoU, but no distractor terms
     assert good["ground_solo/box_iou"] == pytest.approx(1.0)
     assert "ground_solo/picked_described" not in good and "ground_solo/box_iou_distractor" not in good
+
+
+def test_mixed_batch_holds_both_tasks_in_one_layout_and_is_scored_per_task(setup, tmp_path):
+    """``count+ground_crowd``: every batch holds both tasks (one layout, the longer prompt and answer), the
+    held-out scores are per task; tasks with other inputs cannot share a batch."""
+    config, tok, model, _, shapes = setup
+    rng = np.random.default_rng(0)
+    exs = W._sample("count+ground_crowd", rng, shapes, tok, 6)
+    assert [("bbox_2d" in e["answer"] or e["answer"] == "[]") for e in exs] == [False, True] * 3
+    plen = W.prompt_length("count+ground_crowd", shapes, tok, probes=4)
+    assert plen >= max(W.prompt_length(t, shapes, tok, probes=4) for t in ("count", "ground_crowd"))
+    assert W.answer_tokens("count+ground_crowd") == W.ANSWER_TOKENS["ground_crowd"]
+    layout, arrays = W.make_batch(exs, tok, plen, W.answer_tokens("count+ground_crowd"))
+    assert arrays["input_ids"].shape == (6, plen + 40)
+    answered = arrays["loss_mask"].sum(1)
+    assert answered[0] == len(tok.encode(exs[0]["answer"])) + 1 and answered[1] > answered[0]  # + eos
+    mixed = [exs[0], T.make_example("caption", rng, shapes, tok)]
+    with pytest.raises(ValueError, match="do not share one layout"):
+        W.make_batch(mixed, tok, 512, 64)
+    res = W.train_base(config, None, steps=2, seed=1, batch=2, tasks=("count+ground_crowd",), log_every=1,
+                       progress=False)
+    assert {"count/exact", "ground_crowd/box_iou", "ground_crowd/parse_rate"} <= set(res["scores"])
+    assert "count+ground_crowd/exact" not in res["scores"]
+    with pytest.raises(ValueError, match="unknown warm-start task 'cuont'"):
+        W.train_base(config, None, steps=1, batch=2, tasks=("cuont+ground_crowd",), progress=False)

@@ -5,7 +5,8 @@
 
 Teacher-forced cross-entropy on the answer tokens (the SFT loss, :func:`omnir1_jax.rl.sft.sft_loss`) with every
 parameter trainable (the towers start random here; SFT and GRPO later freeze them as the paper does).  Tasks
-take turns, one static layout each, so the run compiles once per task.  Data are drawn procedurally from a
+take turns, one static layout each, so the run compiles once per task; ``a+b`` puts tasks with the same inputs
+(``count+ground_crowd``) in every batch instead, so neither task's gradient is absent for a step.  Data are drawn procedurally from a
 NumPy generator, so no example repeats.  At the end the grounder skill is measured on held-out frames (greedy
 decoding through the rollout sampler; box IoU and the rate of parseable answers), and the checkpoint is written
 with :func:`omnir1_jax.models.qwen_omni.save_checkpoint` plus ``warmstart.json`` (command, curves, scores).
@@ -37,9 +38,13 @@ ANSWER_TOKENS = {"ground": 40, "ground_crowd": 40, "ground_solo": 40, "caption":
 
 
 def make_batch(exs: Sequence[dict], tokenizer: Any, prompt_len: int, answer_len: int) -> tuple[tuple, dict]:
-    """Examples of one task -> (static layout, arrays) in :func:`omnir1_jax.rl.sft.sft_loss`'s format."""
+    """Same-layout examples -> (static layout, arrays) in :func:`omnir1_jax.rl.sft.sft_loss`'s format."""
     from omnir1_jax.prompts import left_pad
 
+    grids = {(tuple(e["arrays"]), e.get("image_grid_thw"), e.get("video_grid_thw")) for e in exs}
+    if len(grids) > 1:
+        raise ValueError(f"make_batch: the examples do not share one layout (tower inputs, image grid, video grid): "
+                         f"{sorted(map(str, grids))}; only tasks with the same inputs can be mixed in a batch")
     eos = tokenizer.eos_ids[0]
     ids, mask, loss = [], [], []
     for e in exs:
@@ -62,16 +67,28 @@ def make_batch(exs: Sequence[dict], tokenizer: Any, prompt_len: int, answer_len:
     return ("warm", vgrid, spg, igrid, audio), arrays
 
 
+def parts(task: str) -> tuple[str, ...]:
+    """The tasks of a batch: ``"count+ground_crowd"`` mixes both in every batch (same inputs needed: frame 0 at
+    the grounding resolution), a plain name is one task."""
+    return tuple(task.split("+"))
+
+
+def answer_tokens(task: str) -> int:
+    return max(ANSWER_TOKENS[p] for p in parts(task))
+
+
 def prompt_length(task: str, shapes: T.TaskShapes, tokenizer: Any, probes: int = 32) -> int:
     """Static prompt length of ``task``: the longest of ``probes`` drawn prompts plus slack, rounded to 16."""
     rng = np.random.default_rng(12345)
-    n = max(len(T.make_example(task, rng, shapes, tokenizer)["prompt_ids"]) for _ in range(probes))
+    n = max(len(T.make_example(p, rng, shapes, tokenizer)["prompt_ids"]) for p in parts(task) for _ in range(probes))
     return -(-(n + 8) // 16) * 16
 
 
 def _sample(task: str, rng: np.random.Generator, shapes: T.TaskShapes, tokenizer: Any, n: int) -> list[dict]:
-    # One layout per batch: the RefAVS task's audio length is constant (10 s), the others have fixed grids.
-    return [T.make_example(task, rng, shapes, tokenizer) for _ in range(n)]
+    # One layout per batch: the RefAVS task's audio length is constant (10 s), the others have fixed grids.  A
+    # mixed batch ("a+b") takes its examples from the tasks in turn.
+    ps = parts(task)
+    return [T.make_example(ps[i % len(ps)], rng, shapes, tokenizer) for i in range(n)]
 
 
 # ----------------------------------------------------------------------------- grounding score
@@ -121,7 +138,7 @@ def score(model, params, shapes: T.TaskShapes, tokenizer: Any, plens: dict, n: i
     out: dict[str, float] = {}
     for task in plens:
         exs = _sample(task, rng, shapes, tokenizer, n)
-        got = greedy_answers(model, params, exs, tokenizer, plens[task], ANSWER_TOKENS[task])
+        got = greedy_answers(model, params, exs, tokenizer, plens[task], answer_tokens(task))
         out[f"{task}/exact"] = float(np.mean([g.strip() == e["answer"] for g, e in zip(got, exs)]))
         if task.startswith("ground"):
             ious, others, picked, parsed = [], [], [], []
@@ -205,7 +222,11 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
     tokenizer = build_tokenizer(config)
     model, init_fn, _ = build_thinker(config, tokenizer)
     shapes = T.TaskShapes.from_config(config, model)
+    for t in tasks:  # unknown names fail here, before anything compiles
+        [T.make_example(p, np.random.default_rng(0), shapes, tokenizer) for p in parts(t)]
     plens = {t: prompt_length(t, shapes, tokenizer) for t in tasks}
+    # Held-out scores per task; a mixed batch's tasks are scored apart, at the batch's prompt length.
+    score_plens = {p: plens[t] for t in tasks for p in parts(t)}
     init = lambda: jax.jit(lambda k: unbox(init_fn(k)))(jax.random.PRNGKey(seed))  # noqa: E731
     if init_params is None:
         params = init()
@@ -237,7 +258,7 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
     for i in bar:
         task = tasks[i % len(tasks)]
         layout, arrays = make_batch(_sample(task, rng, shapes, tokenizer, batch), tokenizer, plens[task],
-                                    ANSWER_TOKENS[task])
+                                    answer_tokens(task))
         if layout not in jitted:
             jitted[layout] = jax.jit(functools.partial(step_fn, layout=layout), donate_argnums=0)
         state, m = jitted[layout](state, arrays)
@@ -248,7 +269,7 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
             run = {t: [] for t in tasks}
             bar.set_postfix({k.split("/")[1]: f"{v:.3f}" for k, v in row.items() if k != "step"})
         if eval_every and ((i + 1) % eval_every == 0 or i + 1 == steps):
-            sc = score(model, state.params, shapes, tokenizer, plens, n=eval_n)
+            sc = score(model, state.params, shapes, tokenizer, score_plens, n=eval_n)
             evals.append({"step": i + 1, **sc})
             log.warning("step %d held-out %s", i + 1, json.dumps({k: round(v, 3) for k, v in sc.items()}))
             if selection_score(sc) > best[0]:
@@ -257,7 +278,7 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
                     save_checkpoint(best[2], model.config, out_dir)
                     _write_record(out_dir, {"steps_done": i + 1, "kept_step": i + 1, "evals": evals, "curve": curve})
     params, kept = (best[2], best[1]) if best[2] is not None else (state.params, steps)
-    scores = score(model, params, shapes, tokenizer, plens)
+    scores = score(model, params, shapes, tokenizer, score_plens)
     result = {"steps": steps, "seed": seed, "batch": batch, "learning_rate": learning_rate, "warmup": warmup,
               "tasks": list(tasks), "prompt_lengths": plens, "curve": curve, "evals": evals, "kept_step": kept,
               "scores": scores, "wall_s": round(time.time() - t_start, 1)}
@@ -282,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--tasks", default=",".join(T.TASKS), help="comma-separated; also `where` (localisation probe)")
+    ap.add_argument("--tasks", default=",".join(T.TASKS),
+                    help="comma-separated, taken in turn; `a+b` mixes tasks a and b in every batch (same inputs "
+                    "only, e.g. count+ground_crowd); also `where` (localisation probe)")
     ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default steps / 20)")
     ap.add_argument("--tower_lr_scale", type=float, default=0.1, help="vision/audio tower lr as a fraction of --lr")
     ap.add_argument("--eval_every", type=int, default=0, help="held-out score every N steps; keep the best step")
