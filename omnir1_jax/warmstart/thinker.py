@@ -6,10 +6,10 @@
 Teacher-forced cross-entropy on the answer tokens (the SFT loss, :func:`omnir1_jax.rl.sft.sft_loss`) with every
 parameter trainable (the towers start random here; SFT and GRPO later freeze them as the paper does).  Tasks
 take turns, one static layout each, so the run compiles once per task; ``a+b`` puts tasks with the same inputs
-(``count+ground_crowd``) in every batch instead, so neither task's gradient is absent for a step.  Data are drawn procedurally from a
-NumPy generator, so no example repeats.  At the end the grounder skill is measured on held-out frames (greedy
-decoding through the rollout sampler; box IoU and the rate of parseable answers), and the checkpoint is written
-with :func:`omnir1_jax.models.qwen_omni.save_checkpoint` plus ``warmstart.json`` (command, curves, scores).
+(``count+ground_crowd``) in every batch instead, so neither task's gradient is absent for a step.  Data are
+drawn procedurally from a NumPy generator, so no example repeats.  At the end the grounder skill is measured on
+held-out frames (greedy decoding through the rollout sampler; box IoU and the rate of parseable answers), and
+the checkpoint is written with :func:`omnir1_jax.models.qwen_omni.save_checkpoint` plus ``warmstart.json`` (command, curves, scores).
 """
 
 from __future__ import annotations
