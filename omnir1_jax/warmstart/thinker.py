@@ -9,7 +9,8 @@ take turns, one static layout each, so the run compiles once per task; ``a+b`` p
 (``count+ground_crowd``) in every batch instead, so neither task's gradient is absent for a step.  Data are
 drawn procedurally from a NumPy generator, so no example repeats.  At the end the grounder skill is measured on
 held-out frames (greedy decoding through the rollout sampler; box IoU and the rate of parseable answers), and
-the checkpoint is written with :func:`omnir1_jax.models.qwen_omni.save_checkpoint` plus ``warmstart.json`` (command, curves, scores).
+the checkpoint is written with :func:`omnir1_jax.models.qwen_omni.save_checkpoint` plus ``warmstart.json``
+(command, curves, scores).
 """
 
 from __future__ import annotations
