@@ -223,9 +223,7 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
     tokenizer = build_tokenizer(config)
     model, init_fn, _ = build_thinker(config, tokenizer)
     shapes = T.TaskShapes.from_config(config, model)
-    for t in tasks:  # unknown names fail here, before anything compiles
-        [T.make_example(p, np.random.default_rng(0), shapes, tokenizer) for p in parts(t)]
-    plens = {t: prompt_length(t, shapes, tokenizer) for t in tasks}
+    plens = {t: prompt_length(t, shapes, tokenizer) for t in tasks}  # an unknown task name fails here
     # Held-out scores per task; a mixed batch's tasks are scored apart, at the batch's prompt length.
     score_plens = {p: plens[t] for t in tasks for p in parts(t)}
     init = lambda: jax.jit(lambda k: unbox(init_fn(k)))(jax.random.PRNGKey(seed))  # noqa: E731
