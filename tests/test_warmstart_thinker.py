@@ -322,3 +322,106 @@ def test_mixed_batch_holds_both_tasks_in_one_layout_and_is_scored_per_task(setup
     assert "count+ground_crowd/exact" not in res["scores"]
     with pytest.raises(ValueError, match="unknown warm-start task 'cuont'"):
         W.train_base(config, None, steps=1, batch=2, tasks=("cuont+ground_crowd",), progress=False)
+
+
+def test_ground_pair_example_shows_two_objects_of_distinct_colours(setup, monkeypatch):
+    """``ground_pair``: frame 0 of a two-object clip whose colours differ, so the colour word alone decides."""
+    _, tok, _, _, shapes = setup
+    seen = []
+    real = T.make_clip
+    monkeypatch.setattr(T, "make_clip", lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    rng = np.random.default_rng(7)
+    n_boxes = 0
+    for _ in range(12):
+        ex = T.make_example("ground_pair", rng, shapes, tok)
+        clip = seen[-1]
+        assert len(clip.objects) == 2 and clip.objects[0].colour != clip.objects[1].colour
+        boxes = json.loads(ex["answer"])
+        n_boxes += bool(boxes)
+        assert len(ex["distractor_boxes"]) <= (1 if boxes else 2)  # the other object, unless it is hidden
+        text = tok.decode(ex["prompt_ids"], skip_special_tokens=False)
+        if boxes:
+            (colour,) = [o.colour for o in clip.objects if f"{o.colour} {o.shape}" in text]
+            assert colour in text
+    assert n_boxes >= 8
+
+
+def test_ground_all_example_labels_every_object_in_view_and_is_scored_teacher_forced(setup, monkeypatch):
+    """``ground_all``: every object in view, labelled with its description and boxed, in random order; the score
+    writes each label and reads the box that follows, so a grounder that boxes another object picks none."""
+    from omnir1_jax.models.qwen_omni import load_checkpoint
+
+    _, tok, model, _, shapes = setup
+    seen = {}
+    real_clip, real_facts = T.make_clip, T.render.mask_facts
+    monkeypatch.setattr(T, "make_clip", lambda *a, **k: seen.setdefault("c", []).append(real_clip(*a, **k))
+                        or seen["c"][-1])
+    monkeypatch.setattr(T.render, "mask_facts", lambda m: seen.setdefault("f", []).append(real_facts(m))
+                        or seen["f"][-1])
+    rng = np.random.default_rng(4)
+    firsts, exs = set(), []
+    for _ in range(12):
+        ex = T.make_example("ground_all", rng, shapes, tok)
+        clip, facts = seen["c"][-1], seen["f"][-1]
+        items = json.loads(ex["answer"])
+        want = {o.description: [int(v) for v in f["boxes"][0]] for o, f in zip(clip.objects, facts)
+                if 0 in f["visible_frames"]}  # 96x128 is its own grounding grid
+        assert {d["label"]: d["bbox_2d"] for d in items} == want
+        assert len(tok.encode(ex["answer"])) < W.ANSWER_TOKENS["ground_all"]
+        firsts.add(items[0]["label"] == min(want, key=lambda k: want[k][0]))  # not always the leftmost first
+        exs.append(ex)
+    assert firsts == {True, False}
+    # scored teacher-forced: each object's label is given, the continuation must be its box
+    forced = W._forced_ground_all(exs, tok)
+    assert len(forced) == sum(len(json.loads(e["answer"])) for e in exs)
+    f = forced[1]
+    assert tok.decode(f["prompt_ids"]).endswith('"bbox_2d": [') and f["want_box"] not in f["other_boxes"]
+
+    def fake(which):
+        def answers(model, params, batch, tokenizer, plen, max_new):
+            boxes = [e["want_box"] if which == "described" or not e["other_boxes"] else e["other_boxes"][0]
+                     for e in batch]
+            return [", ".join(map(str, b)) + "]}]" for b in boxes]
+        return answers
+
+    monkeypatch.setattr(W, "greedy_answers", fake("described"))
+    good = W._score_ground_all(model, None, exs, tok, batch=5)
+    monkeypatch.setattr(W, "greedy_answers", fake("distractor"))
+    bad = W._score_ground_all(model, None, exs, tok, batch=5)
+    assert good["ground_all/box_iou"] == pytest.approx(1.0) and good["ground_all/picked_described"] == 1.0
+    assert good["ground_all/parse_rate"] == 1.0
+    assert bad["ground_all/picked_described"] == 0.0 and bad["ground_all/box_iou_distractor"] == pytest.approx(1.0)
+    monkeypatch.setattr(W, "greedy_answers", lambda m, p, batch, *a: ["no box"] * len(batch))
+    assert W._score_ground_all(model, None, exs[:2], tok)["ground_all/parse_rate"] == 0.0
+    monkeypatch.undo()  # the real sampler with the shipped Base (never taught ground_all): runs, scores low
+    real = W._score_ground_all(model, load_checkpoint("omnir1_jax/assets/synthetic_tiny/base")[1], exs[:2], tok)
+    assert set(real) == set(good) and real["ground_all/box_iou"] < 0.5
+
+
+def test_transplant_towers_keeps_the_towers_and_starts_a_wider_language_model_fresh(setup):
+    """``--towers_only``: a 128-wide thinker takes the vision / audio tower leaves of a 64-wide one where the
+    shapes agree; the merger's output projection and the language model follow the new width and stay fresh."""
+    from jax.tree_util import keystr, tree_leaves_with_path
+
+    from omnir1_jax.models.qwen_omni import Thinker, init_params
+    from omnir1_jax.parallel import unbox
+    from omnir1_jax.rl.task import tiny_thinker_config
+
+    config, tok, model, init_fn, _ = setup
+    small = unbox(init_fn(jax.random.PRNGKey(0)))
+    wide = unbox(init_params(Thinker(tiny_thinker_config(tok, hidden=128)), jax.random.PRNGKey(1)))
+    out = W.transplant_towers(small, wide)
+    src = {keystr(k): v for k, v in tree_leaves_with_path(small)}
+    fresh = {keystr(k): v for k, v in tree_leaves_with_path(wide)}
+    copied = kept = 0
+    for k, v in tree_leaves_with_path(out):
+        k = keystr(k)
+        same = np.shape(src.get(k)) == v.shape and np.array_equal(np.asarray(src[k]), np.asarray(v))
+        if ("visual" in k or "audio_tower" in k) and np.shape(src.get(k)) == v.shape:
+            assert same, k
+            copied += 1
+        else:
+            assert np.array_equal(np.asarray(v), np.asarray(fresh[k])), k
+            kept += 1
+    assert copied > 50 and kept > 5
+    assert out["token_embedding"]["embedding"].shape[-1] == 128

@@ -18,6 +18,10 @@ will see in GRPO and evaluation:
   there (the RefAVS layout), so every distractor is in view; trains the grounder to read the description.
 * ``ground_solo`` — not in the default mix: ``ground`` on frame 0 of a one-object clip: the coordinates alone,
   no description to read (15% ask for an absent object and want ``[]``); a localisation probe and curriculum.
+* ``ground_pair`` — not in the default mix: ``ground`` on frame 0 of a two-object clip whose colours differ, so
+  the colour word alone decides which box is right.
+* ``ground_all`` — not in the default mix: frame 0 with every object in view -> every object's label and box in
+  random order (``[{"label": "the red circle", "bbox_2d": [...]}, …]``): each box right after its own label.
 * ``count``   — not in the default mix: frame 0 with every object in view + a colour -> how many objects have
   it (half the colours asked for are absent): a one-token binding probe / curriculum for ``ground``.
 * ``where``   — not in the default mix: one frame + a description -> ``"C, R"``, the 16-px cell (one per merged
@@ -128,17 +132,22 @@ def box_answer(boxes: list) -> str:
 
 
 def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any, crowd: bool = False,
-                   solo: bool = False) -> dict:
+                   solo: bool = False, pair: bool = False) -> dict:
     """A high-resolution frame, a description and its box (or ``[]``) in the grounder's prompt format.
 
     ``crowd``: frame 0 of a clip whose 2-4 objects are all visible there (the RefAVS layout), so the description
     must pick its object among every distractor; otherwise a random frame of a clip whose objects come and go
-    (often one or two visible). ``solo``: a clip of one object, so the box needs no reading of the words."""
+    (often one or two visible). ``solo``: a clip of one object, so the box needs no reading of the words.
+    ``pair``: ``crowd`` with two objects of distinct colours (clips are redrawn until they differ)."""
     from omnir1_jax.rollout.grounding_spec import host_prompt_ids
 
     nf = 4
-    clip, frames, masks, facts = _clip(rng, shapes, nf, refavs=crowd or solo,
-                                       num_objects=(1, 1) if solo else (2, 4))
+    while True:
+        clip, frames, masks, facts = _clip(rng, shapes, nf, refavs=crowd or solo or pair,
+                                           num_objects=(1, 1) if solo else (2, 2) if pair else (2, 4))
+        if not pair or len({o.colour for o in clip.objects}) == len(clip.objects):
+            break
+    crowd = crowd or pair
     t = 0 if crowd or solo else int(rng.integers(nf))
     vis = [j for j, f in enumerate(facts) if t in f["visible_frames"]]
     absent = rng.random() < 0.15 or not vis
@@ -292,9 +301,41 @@ def ground_solo_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer:
     return ground_example(rng, shapes, tokenizer, solo=True)
 
 
+def ground_pair_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
+    """``ground`` on frame 0 of a two-object clip whose objects differ in colour (see :func:`ground_example`)."""
+    return ground_example(rng, shapes, tokenizer, pair=True)
+
+
+GROUND_ALL_PROMPT = "Locate every object and output their label and bboxes as JSON."
+
+
+def ground_all_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
+    """Frame 0 of a clip whose 2-4 objects are all visible there -> every object's label and box, in random order:
+    ``[{"label": "the red circle", "bbox_2d": [x1, y1, x2, y2]}, …]``.
+
+    Each box follows its own label two tokens earlier, and the order is random, so no box can be produced
+    without reading the label just written (no "most visible object" or "leftmost first" shortcut): the densest
+    word -> image-position signal for the grounder, 2-4 bindings per example."""
+    from omnir1_jax.text import make_messages
+
+    clip, frames, masks, facts = _clip(rng, shapes, 4, refavs=True)
+    rh, rw = shapes.ground_resized
+    sx, sy = rw / shapes.width, rh / shapes.height
+    vis = [j for j, f in enumerate(facts) if 0 in f["visible_frames"]]
+    items = []
+    for j in rng.permutation(vis):
+        x0, y0, x1, y1 = facts[int(j)]["boxes"][0]
+        items.append({"label": clip.objects[int(j)].description,
+                      "bbox_2d": [int(round(v)) for v in (x0 * sx, y0 * sy, x1 * sx, y1 * sy)]})
+    patches, grid = _frame_patches(shapes, frames, 0)
+    text = tokenizer.apply_chat_template(make_messages(GROUND_ALL_PROMPT, ("image",)))
+    ex = {"pixel_values": patches, "image_grid_thw": np.asarray(grid)}
+    return _finish(tokenizer, ex, text, json.dumps(items))
+
+
 MAKERS = {"ground": ground_example, "ground_crowd": ground_crowd_example, "ground_solo": ground_solo_example,
-          "caption": caption_example, "when": when_example, "hear": hear_example, "where": where_example,
-          "count": count_example}
+          "ground_pair": ground_pair_example, "ground_all": ground_all_example, "caption": caption_example,
+          "when": when_example, "hear": hear_example, "where": where_example, "count": count_example}
 
 
 def make_example(task: str, rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:

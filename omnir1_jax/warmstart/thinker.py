@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 import os
+import re
 import sys
 import time
 from typing import Any, Sequence
@@ -35,7 +36,8 @@ from omnir1_jax.warmstart import lr_schedule
 log = logging.getLogger("omnir1-warmstart")
 
 ANSWER_TOKENS = {"ground": 40, "ground_crowd": 40, "ground_solo": 40, "caption": 64, "when": 80, "hear": 32,
-                 "where": 8, "count": 4}
+                 "where": 8, "count": 4, "ground_pair": 40,
+                 "ground_all": 176}
 
 
 def make_batch(exs: Sequence[dict], tokenizer: Any, prompt_len: int, answer_len: int) -> tuple[tuple, dict]:
@@ -133,12 +135,56 @@ def greedy_answers(model, params, exs: Sequence[dict], tokenizer: Any, prompt_le
     return [tokenizer.decode(toks[i, : lens[i]]) for i in range(len(exs))]
 
 
+def _forced_ground_all(exs: Sequence[dict], tokenizer: Any) -> list[dict]:
+    """One example per object of each ``ground_all`` example: the prompt followed by the reference answer up to
+    that object's ``"bbox_2d": [`` (its label just written), so the continuation is the box of the given label."""
+    out = []
+    for e in exs:
+        items = json.loads(e["answer"])
+        for k, it in enumerate(items):
+            prefix = json.dumps(items[:k] + [{"label": it["label"], "bbox_2d": [0]}])
+            prefix = prefix[: prefix.rindex("[0]") + 1]
+            out.append({**e, "prompt_ids": list(e["prompt_ids"]) + tokenizer.encode(prefix),
+                        "want_box": it["bbox_2d"], "other_boxes": [o["bbox_2d"] for o in items if o is not it]})
+    return out
+
+
+def _score_ground_all(model, params, exs: Sequence[dict], tokenizer: Any, batch: int = 32) -> dict:
+    """``ground_all`` scored teacher-forced: for every object in view the reference answer is written up to its
+    label, and the greedy continuation must be that object's box.  Box IoU with it and with the best other
+    object, and picked_described (the box overlaps its own object most; chance about one in the objects in
+    view): the word -> box binding itself, free of the model's own (shape-blind) labels."""
+    forced = _forced_ground_all(exs, tokenizer)
+    plen = -(-max(len(f["prompt_ids"]) for f in forced) // 16) * 16
+    got = []
+    for s in range(0, len(forced), batch):
+        got += greedy_answers(model, params, forced[s: s + batch], tokenizer, plen, 20)
+    ious, others, picked, parsed = [], [], [], []
+    for g, f in zip(got, forced):
+        m = re.match(r"\s*(-?\d+), (-?\d+), (-?\d+), (-?\d+)\]", g)
+        box = np.asarray([float(v) for v in m.groups()]) if m else None
+        parsed.append(box is not None)
+        iou = box_iou(np.asarray(f["want_box"], np.float64), box) if box is not None else 0.0
+        ious.append(iou)
+        if f["other_boxes"]:
+            other = max(box_iou(np.asarray(o, np.float64), box) for o in f["other_boxes"]) if box is not None else 0.0
+            others.append(other)
+            picked.append(float(iou > max(other, 0.0)))
+    return {"ground_all/box_iou": float(np.mean(ious)),
+            "ground_all/box_iou_distractor": float(np.mean(others)) if others else 0.0,
+            "ground_all/picked_described": float(np.mean(picked)) if picked else 0.0,
+            "ground_all/parse_rate": float(np.mean(parsed))}
+
+
 def score(model, params, shapes: T.TaskShapes, tokenizer: Any, plens: dict, n: int = 32, seed: int = 999) -> dict:
     """Held-out skill: grounding box IoU / parse rate / no-match accuracy, exact-match rate of the QA tasks."""
     rng = np.random.default_rng(seed)
     out: dict[str, float] = {}
     for task in plens:
         exs = _sample(task, rng, shapes, tokenizer, n)
+        if task == "ground_all":
+            out.update(_score_ground_all(model, params, exs, tokenizer))
+            continue
         got = greedy_answers(model, params, exs, tokenizer, plens[task], answer_tokens(task))
         out[f"{task}/exact"] = float(np.mean([g.strip() == e["answer"] for g, e in zip(got, exs)]))
         if task.startswith("ground"):
@@ -192,6 +238,23 @@ def grow_layers(init: Any, target: Any) -> Any:
     return tree_map_with_path(leaf, target)
 
 
+def transplant_towers(init: Any, target: Any) -> Any:
+    """``target`` (a fresh thinker, any language-model width) with the vision / audio tower leaves of ``init``
+    copied where their shapes agree (the merger's output projection follows the LM width and stays fresh): a
+    wider grounder that keeps the towers a warm-start already taught."""
+    from jax.tree_util import keystr, tree_map_with_path
+
+    src = {keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(init)}
+
+    def leaf(path, t):
+        key = keystr(path)
+        v = src.get(key)
+        tower = any(n in key for n in ("visual", "audio_tower"))
+        return jnp.asarray(v, t.dtype) if tower and v is not None and np.shape(v) == t.shape else t
+
+    return tree_map_with_path(leaf, target)
+
+
 def selection_score(scores: dict) -> float:
     """One number to pick the best held-out step: grounding box IoU (the mean over ``ground`` / ``ground_crowd``)
     plus the mean exact-match of the QA tasks."""
@@ -203,7 +266,7 @@ def selection_score(scores: dict) -> float:
 def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: int = 16,
                learning_rate: float = 2e-3, tasks: Sequence[str] = T.TASKS, log_every: int = 50,
                progress: bool = True, init_params: Any = None, tower_lr_scale: float = 0.1,
-               warmup: int | None = None, eval_every: int = 0, eval_n: int = 32) -> dict:
+               warmup: int | None = None, eval_every: int = 0, eval_n: int = 32, towers_only: bool = False) -> dict:
     """Warm-starts the tiny thinker of ``config`` for ``steps`` steps; returns metrics (+ ``params``).
 
     With ``eval_every`` > 0 the held-out skill (:func:`score`) is measured every ``eval_every`` steps and the
@@ -229,6 +292,8 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
     init = lambda: jax.jit(lambda k: unbox(init_fn(k)))(jax.random.PRNGKey(seed))  # noqa: E731
     if init_params is None:
         params = init()
+    elif towers_only:
+        params = transplant_towers(init_params, init())
     else:  # the same layout as it is; a shallower thinker grown to this depth (needs the random new layers)
         want = jax.eval_shape(init)
         same = jax.tree.structure(want) == jax.tree.structure(init_params) and all(
@@ -312,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--override", action="append", default=[], help="config override KEY=VALUE (repeatable)")
     ap.add_argument("--init", default="", help="continue from this thinker checkpoint (e.g. a grounding-only run); "
                     "one with fewer decoder layers than the config is grown (see grow_layers)")
+    ap.add_argument("--towers_only", action="store_true", help="with --init: take only the vision / audio towers "
+                    "from it (shapes that agree); the language model starts fresh, at the config's width")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     from omnir1_jax.config import load_config, parse_overrides
@@ -325,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         init = load_checkpoint(args.init)[1]
     res = train_base(config, args.out, args.steps, args.seed, args.batch, args.lr, tuple(args.tasks.split(",")),
                      init_params=init, tower_lr_scale=args.tower_lr_scale, warmup=args.warmup,
-                     eval_every=args.eval_every, eval_n=args.eval_n)
+                     eval_every=args.eval_every, eval_n=args.eval_n, towers_only=args.towers_only)
     print(json.dumps({"scores": res["scores"], "kept_step": res["kept_step"], "wall_s": res["wall_s"],
                       "out": args.out}))
 
