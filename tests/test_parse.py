@@ -350,6 +350,21 @@ def test_boxes_hand_written(synth, bpe):
         np.testing.assert_array_equal(wb["n_json"][:3], [4, 2, 0])  # nested/unclosed objects still count
 
 
+def test_boxes_after_a_label(synth, bpe):
+    """The label-first grounder answer (``warmstart.tasks.box_answer(boxes, label)``) parses to its boxes."""
+    from omnir1_jax.warmstart.tasks import box_answer
+
+    texts = [box_answer([[10, 20, 30, 40]], "the small red circle"),
+             box_answer([[1, 2, 3, 4], [5, 6, 7, 8]], "the blue square"), box_answer([], "the red circle")]
+    assert texts[0] == '[{"label": "the small red circle", "bbox_2d": [10, 20, 30, 40]}]'
+    ratios = np.full((B, 2), [2.0, 0.5], np.float32)
+    for tk in (synth, bpe):
+        _, wb = run_both(tk, _rows(tk, texts) + [[]] * (B - 3), [4] * B, ratios=ratios)
+        np.testing.assert_array_equal(wb["box_valid"][:3], [[True, False, False], [True, True, False], [False] * 3])
+        np.testing.assert_array_equal(wb["boxes"][0, 0], np.float32([5.0, 40.0, 15.0, 80.0]))
+        np.testing.assert_array_equal(wb["boxes"][1, 1], np.float32([2.5, 12.0, 3.5, 16.0]))
+
+
 def test_number_contract():
     for text, want in [(b"12", 12.0), (b"-3.25", -3.25), (b"1e2", 100.0), (b"0.0045", 0.0045),
                        (b"123456789.123", 123456789.0), (b"1234567891234", 1234567891000.0), (b"0", 0.0)]:

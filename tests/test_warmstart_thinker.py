@@ -425,3 +425,23 @@ def test_transplant_towers_keeps_the_towers_and_starts_a_wider_language_model_fr
             kept += 1
     assert copied > 50 and kept > 5
     assert out["token_embedding"]["embedding"].shape[-1] == 128
+
+
+@pytest.mark.parametrize("plain", ["ground", "ground_crowd"])
+def test_labelled_ground_example_writes_the_description_before_the_same_box(setup, plain):
+    """``ground_label`` / ``ground_crowd_label``: the same frame, prompt and box as the plain task (same draws),
+    the answer writing the prompt's description as the box's label first; no match stays ``[]``."""
+    _, tok, _, _, shapes = setup
+    ra, rb = np.random.default_rng(5), np.random.default_rng(5)
+    n_boxes = n_empty = 0
+    for _ in range(16):
+        a, b = T.make_example(plain, ra, shapes, tok), T.make_example(plain + "_label", rb, shapes, tok)
+        assert a["prompt_ids"] == b["prompt_ids"] and a["distractor_boxes"] == b["distractor_boxes"]
+        np.testing.assert_array_equal(a["arrays"]["pixel_values"], b["arrays"]["pixel_values"])
+        want, got = json.loads(a["answer"]), json.loads(b["answer"])
+        assert [o["bbox_2d"] for o in got] == [o["bbox_2d"] for o in want]
+        desc = tok.decode(a["prompt_ids"]).split("'")[1]  # "Given the expression '<desc>', locate ..."
+        assert all(list(o) == ["label", "bbox_2d"] and o["label"] == desc for o in got)
+        assert len(tok.encode(b["answer"])) < W.ANSWER_TOKENS[plain + "_label"]  # + eos fits
+        n_boxes, n_empty = n_boxes + bool(got), n_empty + (not got)
+    assert n_boxes >= 8 and n_empty >= 1

@@ -126,19 +126,23 @@ def _frame_patches(shapes: TaskShapes, frames: np.ndarray, t: int) -> tuple[np.n
     return keyframe_patches(frames, np.asarray([t]), (rh, rw), shapes.preprocess())[0], grid
 
 
-def box_answer(boxes: list) -> str:
-    """The grounder's answer: ``[{"bbox_2d": [x1, y1, x2, y2]}, …]`` (integers), ``[]`` for no match."""
-    return json.dumps([{"bbox_2d": [int(round(v)) for v in b]} for b in boxes])
+def box_answer(boxes: list, label: str | None = None) -> str:
+    """The grounder's answer: ``[{"bbox_2d": [x1, y1, x2, y2]}, …]`` (integers), ``[]`` for no match.  With
+    ``label``, each object is ``{"label": label, "bbox_2d": [...]}``: the description is written right before its
+    box (Qwen2.5-VL grounders emit a ``label`` too; System 2's parser reads any object holding a ``bbox_2d``)."""
+    lab = {} if label is None else {"label": label}
+    return json.dumps([{**lab, "bbox_2d": [int(round(v)) for v in b]} for b in boxes])
 
 
 def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any, crowd: bool = False,
-                   solo: bool = False, pair: bool = False) -> dict:
+                   solo: bool = False, pair: bool = False, label: bool = False) -> dict:
     """A high-resolution frame, a description and its box (or ``[]``) in the grounder's prompt format.
 
     ``crowd``: frame 0 of a clip whose 2-4 objects are all visible there (the RefAVS layout), so the description
     must pick its object among every distractor; otherwise a random frame of a clip whose objects come and go
     (often one or two visible). ``solo``: a clip of one object, so the box needs no reading of the words.
-    ``pair``: ``crowd`` with two objects of distinct colours (clips are redrawn until they differ)."""
+    ``pair``: ``crowd`` with two objects of distinct colours (clips are redrawn until they differ). ``label``: the
+    answer copies the description as the box's ``label`` first (:func:`box_answer`), as ``ground_all`` does."""
     from omnir1_jax.rollout.grounding_spec import host_prompt_ids
 
     nf = 4
@@ -170,7 +174,8 @@ def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any,
     patches, grid = _frame_patches(shapes, frames, t)
     n_img = int(np.prod(grid)) // shapes.merge_size**2
     variant = "refavs" if rng.random() < 0.3 else "default"
-    return {"prompt_ids": host_prompt_ids(tokenizer, desc, variant, n_img), "answer": box_answer(boxes),
+    answer = box_answer(boxes, desc if label else None)
+    return {"prompt_ids": host_prompt_ids(tokenizer, desc, variant, n_img), "answer": answer,
             "arrays": {"pixel_values": patches}, "image_grid_thw": grid,
             "distractor_boxes": [box(k) for k in vis if k != j]}  # the other objects in view (for scoring)
 
@@ -306,6 +311,16 @@ def ground_pair_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer:
     return ground_example(rng, shapes, tokenizer, pair=True)
 
 
+def ground_label_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
+    """``ground`` whose answer writes the description as the box's label first (see :func:`ground_example`)."""
+    return ground_example(rng, shapes, tokenizer, label=True)
+
+
+def ground_crowd_label_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:
+    """``ground_crowd`` whose answer writes the description as the box's label first."""
+    return ground_example(rng, shapes, tokenizer, crowd=True, label=True)
+
+
 GROUND_ALL_PROMPT = "Locate every object and output their label and bboxes as JSON."
 
 
@@ -334,7 +349,8 @@ def ground_all_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: 
 
 
 MAKERS = {"ground": ground_example, "ground_crowd": ground_crowd_example, "ground_solo": ground_solo_example,
-          "ground_pair": ground_pair_example, "ground_all": ground_all_example, "caption": caption_example,
+          "ground_pair": ground_pair_example, "ground_all": ground_all_example, "ground_label": ground_label_example,
+          "ground_crowd_label": ground_crowd_label_example, "caption": caption_example,
           "when": when_example, "hear": hear_example, "where": where_example, "count": count_example}
 
 

@@ -36,7 +36,8 @@ from omnir1_jax.warmstart import lr_schedule
 log = logging.getLogger("omnir1-warmstart")
 
 ANSWER_TOKENS = {"ground": 40, "ground_crowd": 40, "ground_solo": 40, "caption": 64, "when": 80, "hear": 32,
-                 "where": 8, "count": 4, "ground_pair": 40, "ground_all": 176}
+                 "where": 8, "count": 4, "ground_pair": 40, "ground_all": 176,
+                 "ground_label": 48, "ground_crowd_label": 48}
 
 
 def make_batch(exs: Sequence[dict], tokenizer: Any, prompt_len: int, answer_len: int) -> tuple[tuple, dict]:
