@@ -379,8 +379,10 @@ def test_ground_all_example_labels_every_object_in_view_and_is_scored_teacher_fo
 
     def fake(which):
         def answers(model, params, batch, tokenizer, plen, max_new):
-            boxes = [e["want_box"] if which == "described" or not e["other_boxes"] else e["other_boxes"][0]
-                     for e in batch]
+            # "exclusion": a grounder that boxes an object not yet listed, right only on the last one
+            boxes = [e["want_box"] if which == "described" or not e["other_boxes"] or (which == "exclusion" and
+                                                                                        e["last"])
+                     else e["other_boxes"][0] for e in batch]
             return [", ".join(map(str, b)) + "]}]" for b in boxes]
         return answers
 
@@ -391,6 +393,11 @@ def test_ground_all_example_labels_every_object_in_view_and_is_scored_teacher_fo
     assert good["ground_all/box_iou"] == pytest.approx(1.0) and good["ground_all/picked_described"] == 1.0
     assert good["ground_all/parse_rate"] == 1.0
     assert bad["ground_all/picked_described"] == 0.0 and bad["ground_all/box_iou_distractor"] == pytest.approx(1.0)
+    assert good["ground_all/picked_first"] == 1.0 and bad["ground_all/picked_first"] == 0.0
+    assert 0.25 <= good["ground_all/picked_first_chance"] <= 0.5
+    monkeypatch.setattr(W, "greedy_answers", fake("exclusion"))
+    excl = W._score_ground_all(model, None, exs, tok, batch=5)
+    assert excl["ground_all/picked_described"] > 0.25 and excl["ground_all/picked_first"] == 0.0
     monkeypatch.setattr(W, "greedy_answers", lambda m, p, batch, *a: ["no box"] * len(batch))
     assert W._score_ground_all(model, None, exs[:2], tok)["ground_all/parse_rate"] == 0.0
     monkeypatch.undo()  # the real sampler with the shipped Base (never taught ground_all): runs, scores low

@@ -144,8 +144,9 @@ def _forced_ground_all(exs: Sequence[dict], tokenizer: Any) -> list[dict]:
         for k, it in enumerate(items):
             prefix = json.dumps(items[:k] + [{"label": it["label"], "bbox_2d": [0]}])
             prefix = prefix[: prefix.rindex("[0]") + 1]
-            out.append({**e, "prompt_ids": list(e["prompt_ids"]) + tokenizer.encode(prefix),
-                        "want_box": it["bbox_2d"], "other_boxes": [o["bbox_2d"] for o in items if o is not it]})
+            out.append({**e, "prompt_ids": list(e["prompt_ids"]) + tokenizer.encode(prefix), "item": k,
+                        "last": k == len(items) - 1, "want_box": it["bbox_2d"],
+                        "other_boxes": [o["bbox_2d"] for o in items if o is not it]})
     return out
 
 
@@ -153,13 +154,16 @@ def _score_ground_all(model, params, exs: Sequence[dict], tokenizer: Any, batch:
     """``ground_all`` scored teacher-forced: for every object in view the reference answer is written up to its
     label, and the greedy continuation must be that object's box.  Box IoU with it and with the best other
     object, and picked_described (the box overlaps its own object most; chance about one in the objects in
-    view): the word -> box binding itself, free of the model's own (shape-blind) labels."""
+    view), free of the model's own (shape-blind) labels.  picked_described counts every listed object, so a model
+    that only boxes an object not yet listed scores above chance on the later ones (the last is always right);
+    picked_first (the first listed object only; chance: the mean of 1 / objects in view, ``picked_first_chance``)
+    is the word -> box binding itself."""
     forced = _forced_ground_all(exs, tokenizer)
     plen = -(-max(len(f["prompt_ids"]) for f in forced) // 16) * 16
     got = []
     for s in range(0, len(forced), batch):
         got += greedy_answers(model, params, forced[s: s + batch], tokenizer, plen, 20)
-    ious, others, picked, parsed = [], [], [], []
+    ious, others, picked, parsed, first, chance = [], [], [], [], [], []
     for g, f in zip(got, forced):
         m = re.match(r"\s*(-?\d+), (-?\d+), (-?\d+), (-?\d+)\]", g)
         box = np.asarray([float(v) for v in m.groups()]) if m else None
@@ -170,9 +174,14 @@ def _score_ground_all(model, params, exs: Sequence[dict], tokenizer: Any, batch:
             other = max(box_iou(np.asarray(o, np.float64), box) for o in f["other_boxes"]) if box is not None else 0.0
             others.append(other)
             picked.append(float(iou > max(other, 0.0)))
+            if f["item"] == 0:
+                first.append(picked[-1])
+                chance.append(1.0 / (1 + len(f["other_boxes"])))
     return {"ground_all/box_iou": float(np.mean(ious)),
             "ground_all/box_iou_distractor": float(np.mean(others)) if others else 0.0,
             "ground_all/picked_described": float(np.mean(picked)) if picked else 0.0,
+            "ground_all/picked_first": float(np.mean(first)) if first else 0.0,
+            "ground_all/picked_first_chance": float(np.mean(chance)) if chance else 0.0,
             "ground_all/parse_rate": float(np.mean(parsed))}
 
 
