@@ -452,3 +452,34 @@ def test_labelled_ground_example_writes_the_description_before_the_same_box(setu
         assert len(tok.encode(b["answer"])) < W.ANSWER_TOKENS[plain + "_label"]  # + eos fits
         n_boxes, n_empty = n_boxes + bool(got), n_empty + (not got)
     assert n_boxes >= 8 and n_empty >= 1
+
+
+def test_attention_probe_shares_and_a_run_on_the_shipped_base(setup):
+    """``warmstart.probe``: the bookkeeping gives 1.0 for attention on the asked colour only and the uniform shares
+    for uniform attention; on the shipped Base it records one map per decoder layer and head."""
+    from omnir1_jax.models.qwen_omni import load_checkpoint
+    from omnir1_jax.warmstart import probe as P
+
+    config, tok, model, _, shapes = setup
+    col = np.zeros(48, bool)
+    col[[3, 4]] = True
+    obj = col.copy()
+    obj[[20, 30, 31]] = True
+    image = np.zeros((2, 60), bool)
+    image[:, 5:53] = True
+    p = np.zeros((1, 2, 60, 60))  # [B, H, L, S]
+    p[0, 0, :, 5:53] = col / col.sum()  # example 0, head 0: on the colour's tokens only
+    p[0, 1, :, 5:53] = 1.0 / 48  # head 1: uniform over the image
+    p = np.concatenate([p, p])
+    (h0, h1), = P.shares([p], image, [10, 20], [(col, obj), (col, obj)])
+    assert h0["colour"] == pytest.approx(1.0) and h0["object"] == pytest.approx(1.0) and h0["image"] == pytest.approx(1.0)
+    assert h1["colour"] == pytest.approx(h1["colour_unif"]) == pytest.approx(0.4)
+    assert h1["object"] == pytest.approx(h1["object_unif"]) == pytest.approx(5 / 48)
+    base = load_checkpoint("omnir1_jax/assets/synthetic_tiny/base")[1]
+    for task in ("count", "ground_crowd_label"):
+        got = P.probe(model, base, task, shapes, tok, n=6)
+        assert len(got) == model.config.num_hidden_layers and all(len(h) == 4 for h in got)
+        assert all(0.0 <= r[k] <= 1.0 + 1e-6 for heads in got for r in heads for k in r)
+        assert all(0.0 < r["colour_unif"] < 1.0 for heads in got for r in heads)
+    with pytest.raises(ValueError, match="unknown task"):
+        P.probe_examples("caption", shapes, tok, 1)
