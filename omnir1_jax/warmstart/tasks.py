@@ -22,6 +22,8 @@ will see in GRPO and evaluation:
   the colour word alone decides which box is right.
 * ``ground_all`` — not in the default mix: frame 0 with every object in view -> every object's label and box in
   random order (``[{"label": "the red circle", "bbox_2d": [...]}, …]``): each box right after its own label.
+* ``ground_label`` / ``ground_crowd_label`` — not in the default mix: ``ground`` / ``ground_crowd`` whose answer
+  first copies the description as the box's label (``[{"label": "the red circle", "bbox_2d": [...]}]``).
 * ``count``   — not in the default mix: frame 0 with every object in view + a colour -> how many objects have
   it (half the colours asked for are absent): a one-token binding probe / curriculum for ``ground``.
 * ``where``   — not in the default mix: one frame + a description -> ``"C, R"``, the 16-px cell (one per merged
