@@ -472,7 +472,8 @@ def test_attention_probe_shares_and_a_run_on_the_shipped_base(setup):
     p[0, 1, :, 5:53] = 1.0 / 48  # head 1: uniform over the image
     p = np.concatenate([p, p])
     (h0, h1), = P.shares([p], image, [10, 20], [(col, obj), (col, obj)])
-    assert h0["colour"] == pytest.approx(1.0) and h0["object"] == pytest.approx(1.0) and h0["image"] == pytest.approx(1.0)
+    assert h0["colour"] == pytest.approx(1.0) and h0["object"] == pytest.approx(1.0)
+    assert h0["image"] == pytest.approx(1.0)
     assert h1["colour"] == pytest.approx(h1["colour_unif"]) == pytest.approx(0.4)
     assert h1["object"] == pytest.approx(h1["object_unif"]) == pytest.approx(5 / 48)
     base = load_checkpoint("omnir1_jax/assets/synthetic_tiny/base")[1]

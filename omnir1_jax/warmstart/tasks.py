@@ -128,6 +128,13 @@ def _frame_patches(shapes: TaskShapes, frames: np.ndarray, t: int) -> tuple[np.n
     return keyframe_patches(frames, np.asarray([t]), (rh, rw), shapes.preprocess())[0], grid
 
 
+def _resized_box(shapes: TaskShapes, fact: dict, t: int) -> list:
+    """An object's box at frame ``t`` (``mask_facts``: ``[x0, y0, x1, y1)`` pixel edges) in the grounding frame."""
+    rh, rw = shapes.ground_resized
+    x0, y0, x1, y1 = fact["boxes"][t]
+    return [x0 * rw / shapes.width, y0 * rh / shapes.height, x1 * rw / shapes.width, y1 * rh / shapes.height]
+
+
 def box_answer(boxes: list, label: str | None = None) -> str:
     """The grounder's answer: ``[{"bbox_2d": [x1, y1, x2, y2]}, …]`` (integers), ``[]`` for no match.  With
     ``label``, each object is ``{"label": label, "bbox_2d": [...]}``: the description is written right before its
@@ -157,12 +164,7 @@ def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any,
     t = 0 if crowd or solo else int(rng.integers(nf))
     vis = [j for j, f in enumerate(facts) if t in f["visible_frames"]]
     absent = rng.random() < 0.15 or not vis
-    rh, rw = shapes.ground_resized
-    sx, sy = rw / shapes.width, rh / shapes.height
-
-    def box(k: int) -> list:  # mask_facts boxes: [x0, y0, x1, y1) pixel edges, scaled to the resized frame
-        x0, y0, x1, y1 = facts[k]["boxes"][t]
-        return [x0 * sx, y0 * sy, x1 * sx, y1 * sy]
+    box = lambda k: _resized_box(shapes, facts[k], t)  # noqa: E731
 
     if absent:
         present = {(o.colour, o.shape) for o in clip.objects}
@@ -330,20 +332,15 @@ def ground_all_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: 
     """Frame 0 of a clip whose 2-4 objects are all visible there -> every object's label and box, in random order:
     ``[{"label": "the red circle", "bbox_2d": [x1, y1, x2, y2]}, …]``.
 
-    Each box follows its own label two tokens earlier, and the order is random, so no box can be produced
+    Each box comes right after its own label, and the order is random, so no box can be produced
     without reading the label just written (no "most visible object" or "leftmost first" shortcut): the densest
     word -> image-position signal for the grounder, 2-4 bindings per example."""
     from omnir1_jax.text import make_messages
 
     clip, frames, masks, facts = _clip(rng, shapes, 4, refavs=True)
-    rh, rw = shapes.ground_resized
-    sx, sy = rw / shapes.width, rh / shapes.height
     vis = [j for j, f in enumerate(facts) if 0 in f["visible_frames"]]
-    items = []
-    for j in rng.permutation(vis):
-        x0, y0, x1, y1 = facts[int(j)]["boxes"][0]
-        items.append({"label": clip.objects[int(j)].description,
-                      "bbox_2d": [int(round(v)) for v in (x0 * sx, y0 * sy, x1 * sx, y1 * sy)]})
+    items = [{"label": clip.objects[int(j)].description,
+              "bbox_2d": [int(round(v)) for v in _resized_box(shapes, facts[int(j)], 0)]} for j in rng.permutation(vis)]
     patches, grid = _frame_patches(shapes, frames, 0)
     text = tokenizer.apply_chat_template(make_messages(GROUND_ALL_PROMPT, ("image",)))
     ex = {"pixel_values": patches, "image_grid_thw": np.asarray(grid)}
