@@ -484,3 +484,71 @@ def test_attention_probe_shares_and_a_run_on_the_shipped_base(setup):
         assert all(0.0 < r["colour_unif"] < 1.0 for heads in got for r in heads)
     with pytest.raises(ValueError, match="unknown task"):
         P.probe_examples("caption", shapes, tok, 1)
+
+
+def test_fetch_loss_reads_the_described_colour_from_the_first_layer_at_the_digit_positions(setup):
+    """``--fetch``: targets mark exactly the positions that predict an answer digit, with the description's colour
+    (captions have none); the auxiliary term's gradient reaches the first layer only, and it trains.  ``--select``:
+    the described object's image tokens; its term trains the last layer's attention, not the LM head."""
+    import jax.numpy as jnp
+
+    from omnir1_jax.rl.sft import sft_loss
+
+    config, tok, model, init_fn, shapes = setup
+    rng = np.random.default_rng(11)
+    exs = W._sample("count+ground_crowd", rng, shapes, tok, 4)
+    plen = W.prompt_length("count+ground_crowd", shapes, tok, probes=4)
+    layout, arrays = W.make_batch(exs, tok, plen, W.answer_tokens("count+ground_crowd"), fetch=True)
+    for i, e in enumerate(exs):
+        answer = tok.encode(e["answer"])
+        digits = [plen + j - 1 for j, t in enumerate(answer) if tok.decode([t]).strip().isdigit()]
+        assert np.flatnonzero(arrays["fetch_mask"][i]).tolist() == digits
+        assert T.words.COLOURS[arrays["fetch_colour"][i]] == e["fetch_word"]
+        if "bbox_2d" in e["answer"]:
+            assert f" {e['fetch_word']} " in f" {tok.decode(e['prompt_ids'])} ".replace("'", " ")
+        on, objs = arrays["select_target"][i], arrays["select_objects"][i]
+        img = arrays["input_ids"][i] == tok.mm_ids["<|IMAGE|>"]
+        assert not (objs * ~img).any() and not (on * (1 - objs)).any()  # image tokens; the target is an object
+        assert bool(on.any()) == (e.get("target", -1) >= 0)  # count examples and absent objects: no target
+        if on.any():
+            assert np.array_equal(on[img], np.asarray(e["token_owners"]) == e["target"])
+    cap = [T.make_example("caption", rng, shapes, tok)]
+    assert W.make_batch(cap, tok, 512, 64, fetch=True)[1]["fetch_mask"].sum() == 0
+
+    params = jax.jit(lambda k: __import__("omnir1_jax.parallel", fromlist=["unbox"]).unbox(init_fn(k)))(
+        jax.random.PRNGKey(0))
+    batch = {k: jnp.asarray(v) for k, v in arrays.items()}
+    colours = [tok.encode(c)[0] for c in T.words.COLOURS]
+    plain = sft_loss(model, params, batch, layout, 256)[0]
+    total, (_, _, aux) = W.fetch_loss(model, params, batch, layout, 256, 0.5, colours)
+    np.testing.assert_allclose(float(total), float(plain) + 0.5 * float(aux["fetch_nll"]), rtol=1e-5)
+    with_select = W.fetch_loss(model, params, batch, layout, 256, 0.5, colours, select_weight=1.0)[0]
+    assert float(with_select) > float(total) and 0.0 < float(aux["select_share"]) < 1.0
+    assert 0.0 <= float(aux["fetch_acc"]) <= 1.0 and float(aux["fetch_nll"]) > 0.5  # random weights: no copy yet
+
+    g = jax.grad(lambda p: W.fetch_loss(model, p, batch, layout, 256, 1.0, colours)[1][2]["fetch_nll"])(params)
+    layers = g["decoder"]["layers"]["self_attn"]["q_proj"]["kernel"]
+    assert float(jnp.abs(layers[0]).max()) > 0 and float(jnp.abs(layers[1:]).max()) == 0
+    assert float(jnp.abs(g["lm_head"]["kernel"]).max()) == 0 and float(jnp.abs(g["decoder"]["norm"]["scale"]).max()) == 0
+    sel = lambda p: W.fetch_loss(model, p, batch, layout, 256, 0.0, colours, 1.0)[0]  # noqa: E731
+    g = jax.grad(lambda p: sel(p) - sft_loss(model, p, batch, layout, 256)[0])(params)
+    k = g["decoder"]["layers"]["self_attn"]["k_proj"]["kernel"]
+    assert float(jnp.abs(k[-1]).max()) > 0 and float(jnp.abs(g["lm_head"]["kernel"]).max()) < 1e-6
+
+    import functools
+
+    import optax
+
+    from omnir1_jax.rl.sft import make_train_step
+    from omnir1_jax.rl.state import TrainState
+
+    tx = optax.adam(1e-2)
+    step = jax.jit(functools.partial(make_train_step(model, tx, lambda s: 1e-2, (), 256, loss=functools.partial(
+        W.fetch_loss, weight=1.0, colour_ids=colours)), layout=layout))
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                       rng=jax.random.key_data(jax.random.PRNGKey(0)))
+    nll = []
+    for _ in range(25):
+        state, m = step(state, batch)
+        nll.append(float(m["fetch_nll"]))
+    assert nll[-1] < 0.5 * nll[0], nll  # the copy is learnable (one batch, 25 Adam steps)

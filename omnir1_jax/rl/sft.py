@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -117,8 +117,8 @@ def _static_layout(host: Mapping[str, Any]) -> tuple:
     return (host["task"][0], rows("video_grid_thw"), spg, rows("image_grid_thw"), audio)
 
 
-def sft_loss(model, params: PyTree, batch: Mapping[str, jax.Array], layout: tuple, chunk_size: int) -> tuple:
-    """Token-mean NLL of the answer tokens; returns ``(loss, (num_tokens, mean answer log-prob))``."""
+def embed_batch(model, params: PyTree, batch: Mapping[str, jax.Array], layout: tuple) -> tuple:
+    """The thinker's input embeddings and positions ``(x [B, L, D], positions)`` for a batch of ``layout``."""
     _, vgrid, spg, igrid, audio = layout
     kw: dict[str, Any] = {}
     if vgrid:
@@ -132,31 +132,48 @@ def sft_loss(model, params: PyTree, batch: Mapping[str, jax.Array], layout: tupl
         T = batch["input_features"].shape[-1]
         kw.update(input_features=batch["input_features"],
                   feature_attention_mask=(np.arange(T)[None] < np.asarray(audio)[:, None]).astype(np.int32))
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    variables = {"params": params}
-    x, pos, _ = model.apply(variables, ids, mask, method=type(model).embed, **kw)
-    hidden, _ = model.apply(variables, x, pos, mask, method=type(model).decode)
-    logp = model.apply(variables, hidden[:, :-1], ids[:, 1:], chunk_size, method=type(model).token_logprobs)
+    x, pos, _ = model.apply({"params": params}, batch["input_ids"], batch["attention_mask"],
+                            method=type(model).embed, **kw)
+    return x, pos
+
+
+def sft_loss(model, params: PyTree, batch: Mapping[str, jax.Array], layout: tuple, chunk_size: int,
+             embedded: tuple | None = None) -> tuple:
+    """Token-mean NLL of the answer tokens; returns ``(loss, (num_tokens, mean answer log-prob))``.
+
+    ``embedded``: :func:`embed_batch`'s output when the caller already has it (the towers run once)."""
+    x, pos = embed_batch(model, params, batch, layout) if embedded is None else embedded
+    hidden, _ = model.apply({"params": params}, x, pos, batch["attention_mask"], method=type(model).decode)
+    return answer_nll(model, params, batch, hidden, chunk_size)
+
+
+def answer_nll(model, params: PyTree, batch: Mapping[str, jax.Array], hidden: jax.Array, chunk_size: int) -> tuple:
+    """:func:`sft_loss` from the decoder's hidden states ``[B, L, D]``."""
+    ids = batch["input_ids"]
+    logp = model.apply({"params": params}, hidden[:, :-1], ids[:, 1:], chunk_size, method=type(model).token_logprobs)
     m = batch["loss_mask"][:, 1:].astype(jnp.float32)  # [B, L-1]: target token is an answer token
     n = jnp.sum(m)
     loss = -jnp.sum(logp * m) / jnp.maximum(n, 1.0)
     return loss, (n, -loss)
 
 
-def make_train_step(model, tx, lr_schedule, freeze: tuple, chunk_size: int):
-    """The SFT update for one static layout: grads of :func:`sft_loss` -> guarded AdamW update."""
+def make_train_step(model, tx, lr_schedule, freeze: tuple, chunk_size: int, loss: Callable = sft_loss):
+    """The SFT update for one static layout: grads of :func:`sft_loss` -> guarded AdamW update.
+
+    ``loss``: another objective with :func:`sft_loss`'s signature and result; it may return a third aux item, a
+    dict of extra scalar metrics (the warm-start's auxiliary losses)."""
 
     def step(state: TrainState, batch: Mapping[str, jax.Array], layout: tuple):
         mask = trainable_mask(state.params, freeze)
 
         def loss_fn(params):
             params = jax.tree_util.tree_map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, mask)
-            return sft_loss(model, params, batch, layout, chunk_size)
+            return loss(model, params, batch, layout, chunk_size)
 
-        (loss, (n, mean_lp)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        new_state, guard = guarded_apply(state, grads, tx, loss)
-        metrics = {"loss": loss, "num_answer_tokens": n, "answer_logprob": mean_lp,
-                   "learning_rate": lr_schedule(state.step), **guard}
+        (value, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        new_state, guard = guarded_apply(state, grads, tx, value)
+        metrics = {"loss": value, "num_answer_tokens": aux[0], "answer_logprob": aux[1],
+                   "learning_rate": lr_schedule(state.step), **guard, **(aux[2] if len(aux) > 2 else {})}
         return new_state, metrics
 
     return step

@@ -29,6 +29,9 @@ will see in GRPO and evaluation:
 * ``where``   — not in the default mix: one frame + a description -> ``"C, R"``, the 16-px cell (one per merged
   image token) of the object's centre; a coarse-localisation probe and curriculum for ``ground``.
 
+The grounding examples and ``count`` also carry ``fetch_word``, the described / asked colour, the target of the
+warm-start's auxiliary fetch loss (``warmstart.thinker.fetch_loss``, ``--fetch``).
+
 None of them asks to resolve a referring query, pick keyframes or rewrite a query: that is what SFT and GRPO
 teach.  Each task has ONE static layout (fixed frame count and pixel grid), so a warm-start run compiles once
 per task.
@@ -109,6 +112,11 @@ def _desc(obj, rng: np.random.Generator) -> str:
     return f"the {obj.size} {obj.colour} {obj.shape}" if rng.random() < 0.3 else f"the {obj.colour} {obj.shape}"
 
 
+def colour_of(desc: str) -> str:
+    """The colour word of a description (``the big red circle`` -> ``red``)."""
+    return next(w for w in desc.split() if w in words.COLOURS)
+
+
 def _video_example(shapes: TaskShapes, frames: np.ndarray, masks: np.ndarray, rng: np.random.Generator) -> dict:
     rec = {"task": "revos", "uid": "warm", "video": "warm", "expression": "", "frames": frames, "masks": masks,
            "frame_indices": np.arange(len(frames)), "clip_length": len(frames)}
@@ -133,6 +141,18 @@ def _resized_box(shapes: TaskShapes, fact: dict, t: int) -> list:
     rh, rw = shapes.ground_resized
     x0, y0, x1, y1 = fact["boxes"][t]
     return [x0 * rw / shapes.width, y0 * rh / shapes.height, x1 * rw / shapes.width, y1 * rh / shapes.height]
+
+
+def token_owners(shapes: TaskShapes, masks: np.ndarray, t: int) -> np.ndarray:
+    """Per merged image token of frame ``t`` at the grounding resolution (row-major, the order of the image tokens):
+    the index of the object covering more than a quarter of its cell, or -1 (background)."""
+    import cv2
+
+    rh, rw = shapes.ground_resized
+    m = shapes.patch_size * shapes.merge_size
+    cover = np.stack([cv2.resize(np.asarray(k[t], np.float32), (rw, rh), interpolation=cv2.INTER_AREA)
+                      for k in masks]).reshape(len(masks), rh // m, m, rw // m, m).mean((2, 4))
+    return np.where(cover.max(0) > 0.25, cover.argmax(0), -1).reshape(-1)
 
 
 def box_answer(boxes: list, label: str | None = None) -> str:
@@ -180,7 +200,8 @@ def ground_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any,
     variant = "refavs" if rng.random() < 0.3 else "default"
     answer = box_answer(boxes, desc if label else None)
     return {"prompt_ids": host_prompt_ids(tokenizer, desc, variant, n_img), "answer": answer,
-            "arrays": {"pixel_values": patches}, "image_grid_thw": grid,
+            "arrays": {"pixel_values": patches}, "image_grid_thw": grid, "fetch_word": colour_of(desc),
+            "token_owners": token_owners(shapes, masks, t), "target": j,  # for the select loss (-1: absent)
             "distractor_boxes": [box(k) for k in vis if k != j]}  # the other objects in view (for scoring)
 
 
@@ -232,7 +253,7 @@ def count_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) 
     patches, grid = _frame_patches(shapes, frames, 0)
     text = tokenizer.apply_chat_template(make_messages(COUNT_PROMPT.format(colour=colour), ("image",)))
     ex = {"pixel_values": patches, "image_grid_thw": np.asarray(grid)}
-    return _finish(tokenizer, ex, text, str(in_view.count(colour)))
+    return {**_finish(tokenizer, ex, text, str(in_view.count(colour))), "fetch_word": colour}
 
 
 def caption_example(rng: np.random.Generator, shapes: TaskShapes, tokenizer: Any) -> dict:

@@ -7,7 +7,9 @@ Teacher-forced cross-entropy on the answer tokens (the SFT loss, :func:`omnir1_j
 parameter trainable (the towers start random here; SFT and GRPO later freeze them as the paper does).  Tasks
 take turns, one static layout each, so the run compiles once per task; ``a+b`` puts tasks with the same inputs
 (``count+ground_crowd``) in every batch instead, so neither task's gradient is absent for a step.  Data are
-drawn procedurally from a NumPy generator, so no example repeats.  At the end the grounder skill is measured on
+drawn procedurally from a NumPy generator, so no example repeats.  ``--fetch W`` adds :func:`fetch_loss`, an
+auxiliary loss that teaches the first decoder layer to copy the described colour word to the positions that
+predict the box (the grounder's missing first hop; assets README, eleventh round).  At the end the grounder skill is measured on
 held-out frames (greedy decoding through the rollout sampler; box IoU and the rate of parseable answers), and
 the checkpoint is written with :func:`omnir1_jax.models.qwen_omni.save_checkpoint` plus ``warmstart.json``
 (command, curves, scores).
@@ -41,8 +43,10 @@ ANSWER_TOKENS = {"ground": 40, "ground_crowd": 40, "ground_solo": 40, "caption":
                  "ground_label": 48, "ground_crowd_label": 48}
 
 
-def make_batch(exs: Sequence[dict], tokenizer: Any, prompt_len: int, answer_len: int) -> tuple[tuple, dict]:
-    """Same-layout examples -> (static layout, arrays) in :func:`omnir1_jax.rl.sft.sft_loss`'s format."""
+def make_batch(exs: Sequence[dict], tokenizer: Any, prompt_len: int, answer_len: int,
+               fetch: bool = False) -> tuple[tuple, dict]:
+    """Same-layout examples -> (static layout, arrays) in :func:`omnir1_jax.rl.sft.sft_loss`'s format (with
+    ``fetch``, plus :func:`fetch_targets`' arrays for :func:`fetch_loss`)."""
     from omnir1_jax.prompts import left_pad
 
     grids = {(tuple(e["arrays"]), e.get("image_grid_thw"), e.get("video_grid_thw")) for e in exs}
@@ -61,6 +65,8 @@ def make_batch(exs: Sequence[dict], tokenizer: Any, prompt_len: int, answer_len:
         mask.append(np.concatenate([pm, am]))
         loss.append(np.concatenate([np.zeros(prompt_len, np.int32), am]))
     arrays = {"input_ids": np.stack(ids), "attention_mask": np.stack(mask), "loss_mask": np.stack(loss)}
+    if fetch:
+        arrays.update(fetch_targets(exs, arrays["input_ids"], arrays["loss_mask"], tokenizer))
     for k in exs[0]["arrays"]:
         arrays[k] = np.stack([np.asarray(e["arrays"][k], np.float32) for e in exs])
     n = len(exs)
@@ -69,6 +75,80 @@ def make_batch(exs: Sequence[dict], tokenizer: Any, prompt_len: int, answer_len:
     igrid = (exs[0]["image_grid_thw"],) * n if "image_grid_thw" in exs[0] else ()
     audio = tuple(e["audio_len"] for e in exs) if "audio_len" in exs[0] else ()
     return ("warm", vgrid, spg, igrid, audio), arrays
+
+
+def fetch_targets(exs: Sequence[dict], ids: np.ndarray, loss_mask: np.ndarray, tokenizer: Any) -> dict:
+    """Targets of :func:`fetch_loss`: ``fetch_colour [B]`` (index of the example's ``fetch_word`` in
+    ``words.COLOURS``) and ``fetch_mask [B, L]``, 1 at every position whose next token is a digit of the answer
+    (the box's coordinates, the count).  Examples without a ``fetch_word`` (captions, ...) get an empty mask."""
+    digit = np.asarray([tokenizer.decode([i]).strip().isdigit() for i in range(int(ids.max()) + 1)])
+    nxt = np.zeros_like(ids, dtype=bool)
+    nxt[:, :-1] = digit[ids[:, 1:]] & (loss_mask[:, 1:] > 0)
+    has = np.asarray(["fetch_word" in e for e in exs])
+    colour = np.asarray([T.words.COLOURS.index(e["fetch_word"]) if "fetch_word" in e else 0 for e in exs], np.int32)
+    target, objects = np.zeros(ids.shape, np.float32), np.zeros(ids.shape, np.float32)
+    for i, e in enumerate(exs):
+        if e.get("target", -1) >= 0:  # a grounding example whose described object is in view
+            slots = np.flatnonzero(ids[i] == tokenizer.mm_ids["<|IMAGE|>"])
+            owner = np.asarray(e["token_owners"])
+            if len(slots) != len(owner):
+                raise ValueError(f"fetch_targets: {len(slots)} image tokens for {len(owner)} cells")
+            target[i, slots], objects[i, slots] = owner == e["target"], owner >= 0
+    return {"fetch_colour": colour, "fetch_mask": (nxt & has[:, None]).astype(np.int32),
+            "select_target": target, "select_objects": objects}
+
+
+def fetch_loss(model, params, batch, layout: tuple, chunk_size: int, weight: float, colour_ids: Sequence[int],
+               select_weight: float = 0.0):
+    """The answer NLL plus two auxiliary losses at every position that predicts a digit of the answer:
+
+    * ``weight`` x *fetch*: the first decoder layer's output must name the described colour, read out as cosine
+      similarity to the colour words' (frozen) input embeddings, softmax over the colours;
+    * ``select_weight`` x *select*: the last layer's attention on the image's object tokens must go to the described
+      object's tokens: ``-log(mass on the described object / mass on all objects)``, summed over heads (grounding
+      examples whose object is in view; ``token_owners`` says which image token shows which object).
+
+    Why: the box is predicted a dozen tokens after the colour word, and a two-layer grounder can only attend to the
+    described object's image tokens (second layer) once the first layer has copied the word there.  Neither step
+    pays off without the other, so plain grounding sits at chance (assets README, rounds 6-10; the attention probe
+    finds no head at the box position attending to the colour word or to the described object).
+    Returns ``(loss, (num answer tokens, mean answer log-prob, {"fetch_nll", "fetch_acc", "select_share"}))``."""
+    import dataclasses
+
+    from omnir1_jax.rl.sft import answer_nll, embed_batch
+
+    x, pos = embed_batch(model, params, batch, layout)
+    mask = batch["attention_mask"]
+    (hidden, _), inter = model.apply({"params": params}, x, pos, mask, method=type(model).decode,
+                                     mutable=["intermediates"])
+    loss, (n, mean_lp) = answer_nll(model, params, batch, hidden, chunk_size)
+    first = type(model)(dataclasses.replace(model.config, num_hidden_layers=1), dtype=model.dtype,
+                        param_dtype=model.param_dtype)
+    dec = params["decoder"]
+    p1 = {**params, "decoder": {"layers": jax.tree.map(lambda a: a[:1], dec["layers"]),
+                                "norm": jax.lax.stop_gradient(dec["norm"])}}
+    h, _ = first.apply({"params": p1}, x, pos, mask, method=type(first).decode)
+    e = jax.lax.stop_gradient(params["token_embedding"]["embedding"][jnp.asarray(colour_ids)])
+    unit = lambda v: v / jnp.linalg.norm(v, axis=-1, keepdims=True).clip(1e-6)  # noqa: E731
+    logp = jax.nn.log_softmax(FETCH_SCALE * unit(h.astype(jnp.float32)) @ unit(e).T, -1)  # [B, L, colours]
+    tgt = batch["fetch_colour"][:, None]
+    m = batch["fetch_mask"].astype(jnp.float32)
+    k = jnp.maximum(m.sum(), 1.0)
+    nll = -jnp.sum(jnp.take_along_axis(logp, tgt[..., None], -1)[..., 0] * m) / k
+    acc = jnp.sum((jnp.argmax(logp, -1) == tgt) * m) / k
+
+    probs = inter["intermediates"]["decoder"]["layers"]["self_attn"]["attn_probs"][0][-1]  # last layer [B, H, L, S]
+    on_target = jnp.einsum("bhls,bs->bl", probs, batch["select_target"])
+    on_objects = jnp.einsum("bhls,bs->bl", probs, batch["select_objects"])
+    share = on_target / jnp.maximum(on_objects, 1e-9)
+    ms = m * (batch["select_target"].sum(-1) > 0)[:, None]
+    ks = jnp.maximum(ms.sum(), 1.0)
+    select = -jnp.sum(jnp.log(share + 1e-6) * ms) / ks
+    total = loss + weight * nll + select_weight * select
+    return total, (n, mean_lp, {"fetch_nll": nll, "fetch_acc": acc, "select_share": jnp.sum(share * ms) / ks})
+
+
+FETCH_SCALE = 10.0  # inverse temperature of fetch_loss's cosine read-out
 
 
 def parts(task: str) -> tuple[str, ...]:
@@ -276,12 +356,14 @@ def selection_score(scores: dict) -> float:
 def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: int = 16,
                learning_rate: float = 2e-3, tasks: Sequence[str] = T.TASKS, log_every: int = 50,
                progress: bool = True, init_params: Any = None, tower_lr_scale: float = 0.1,
-               warmup: int | None = None, eval_every: int = 0, eval_n: int = 32, towers_only: bool = False) -> dict:
+               warmup: int | None = None, eval_every: int = 0, eval_n: int = 32, towers_only: bool = False,
+               fetch_weight: float = 0.0, select_weight: float = 0.0) -> dict:
     """Warm-starts the tiny thinker of ``config`` for ``steps`` steps; returns metrics (+ ``params``).
 
     With ``eval_every`` > 0 the held-out skill (:func:`score`) is measured every ``eval_every`` steps and the
     params of the best step by :func:`selection_score` are the ones returned and written (tiny models trained
-    this long can spike late; the kept step is recorded as ``kept_step``).
+    this long can spike late; the kept step is recorded as ``kept_step``).  ``fetch_weight`` > 0 adds
+    :func:`fetch_loss` (logged as ``fetch_acc/<task>``), ``select_weight`` > 0 its select term (``select_share``).
     """
     import optax
     from tqdm import tqdm
@@ -321,7 +403,12 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
          "tower": optax.adamw(tower_sched, b2=0.98, weight_decay=0.01)}, labels))
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                        rng=jax.random.key_data(jax.random.PRNGKey(seed)))
-    step_fn = make_train_step(model, tx, sched, (), config.rl.logprob_chunk_size)
+    loss = None
+    aux = fetch_weight > 0 or select_weight > 0
+    if aux:
+        colour_ids = [tokenizer.encode(c)[0] for c in T.words.COLOURS]
+        loss = functools.partial(fetch_loss, weight=fetch_weight, colour_ids=colour_ids, select_weight=select_weight)
+    step_fn = make_train_step(model, tx, sched, (), config.rl.logprob_chunk_size, **({"loss": loss} if loss else {}))
     jitted: dict = {}
     rng = np.random.default_rng(seed)
     curve: list[dict] = []
@@ -332,16 +419,17 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
     for i in bar:
         task = tasks[i % len(tasks)]
         layout, arrays = make_batch(_sample(task, rng, shapes, tokenizer, batch), tokenizer, plens[task],
-                                    answer_tokens(task))
+                                    answer_tokens(task), fetch=aux)
         if layout not in jitted:
             jitted[layout] = jax.jit(functools.partial(step_fn, layout=layout), donate_argnums=0)
         state, m = jitted[layout](state, arrays)
-        run[task].append(m["loss"])
+        run[task].append({k: m[k] for k in ("loss", "fetch_acc", "select_share") if k in m})
         if (i + 1) % log_every == 0 or i + 1 == steps:
-            row = {"step": i + 1, **{f"loss/{t}": float(np.mean(jax.device_get(v))) for t, v in run.items() if v}}
+            row = {"step": i + 1, **{f"{k}/{t}": float(np.mean([jax.device_get(r[k]) for r in v]))
+                                     for t, v in run.items() if v for k in v[0]}}
             curve.append(row)
             run = {t: [] for t in tasks}
-            bar.set_postfix({k.split("/")[1]: f"{v:.3f}" for k, v in row.items() if k != "step"})
+            bar.set_postfix({k.replace("loss/", ""): f"{v:.3f}" for k, v in row.items() if k != "step"})
         if eval_every and ((i + 1) % eval_every == 0 or i + 1 == steps):
             sc = score(model, state.params, shapes, tokenizer, score_plens, n=eval_n)
             evals.append({"step": i + 1, **sc})
@@ -387,6 +475,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--override", action="append", default=[], help="config override KEY=VALUE (repeatable)")
     ap.add_argument("--init", default="", help="continue from this thinker checkpoint (e.g. a grounding-only run); "
                     "one with fewer decoder layers than the config is grown (see grow_layers)")
+    ap.add_argument("--fetch", type=float, default=0.0, help="weight of the auxiliary fetch loss (fetch_loss: the "
+                    "first layer must copy the described colour to the positions that predict the answer's digits)")
+    ap.add_argument("--select", type=float, default=0.0, help="weight of fetch_loss's select term (the last "
+                    "layer's attention at those positions must go to the described object's image tokens)")
     ap.add_argument("--towers_only", action="store_true", help="with --init: take only the vision / audio towers "
                     "from it (shapes that agree); the language model starts fresh, at the config's width")
     args = ap.parse_args(argv)
@@ -402,7 +494,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         init = load_checkpoint(args.init)[1]
     res = train_base(config, args.out, args.steps, args.seed, args.batch, args.lr, tuple(args.tasks.split(",")),
                      init_params=init, tower_lr_scale=args.tower_lr_scale, warmup=args.warmup,
-                     eval_every=args.eval_every, eval_n=args.eval_n, towers_only=args.towers_only)
+                     eval_every=args.eval_every, eval_n=args.eval_n, towers_only=args.towers_only,
+                     fetch_weight=args.fetch, select_weight=args.select)
     print(json.dumps({"scores": res["scores"], "kept_step": res["kept_step"], "wall_s": res["wall_s"],
                       "out": args.out}))
 

@@ -70,7 +70,7 @@ class TextDecoder(nn.Module):
                                  policy=jax.checkpoint_policies.nothing_saveable)
         stack = nn.scan(
             layer_cls,
-            variable_axes={"params": 0},
+            variable_axes={"params": 0, "intermediates": 0},  # sown attention maps stack per layer
             split_rngs={"params": True},
             in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
             length=c.num_hidden_layers,
