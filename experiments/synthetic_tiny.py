@@ -31,7 +31,9 @@ def get_config(arg: str | None = None):
     c.model.tiny_hidden_size = 64
     c.model.tiny_num_layers = 2
     c.model.checkpoint = os.path.join(ASSETS, "sft")  # GRPO starts from SFT (see the assets README)
-    c.model.reference_checkpoint = os.path.join(ASSETS, "base")  # frozen grounder (KL anchor only if beta > 0)
+    # Frozen System 2 grounder (KL anchor only if beta > 0): Base continued on grounding with the fetch / select
+    # auxiliary losses (assets README, eleventh round); the table's Base row stays the Base thinker.
+    c.model.reference_checkpoint = os.path.join(ASSETS, "grounder")
     c.segmenter.preset = "tiny"
     c.segmenter.checkpoint = os.path.join(ASSETS, "sam2")
     c.segmenter.dtype = "float32"
@@ -78,4 +80,5 @@ def get_config(arg: str | None = None):
     c.eval.final_table = True
     c.eval.table_splits = ("refavs_test", "revos_test")
     c.eval.sft_checkpoint = os.path.join(ASSETS, "sft")
+    c.eval.base_checkpoint = os.path.join(ASSETS, "base")
     return set_reward_variant(c, arg or "internal")
