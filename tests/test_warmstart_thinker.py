@@ -486,7 +486,7 @@ def test_attention_probe_shares_and_a_run_on_the_shipped_base(setup):
         P.probe_examples("caption", shapes, tok, 1)
 
 
-def test_fetch_loss_reads_the_described_colour_from_the_first_layer_at_the_digit_positions(setup):
+def test_grounding_aux_loss_reads_the_described_colour_from_the_first_layer_at_the_digit_positions(setup):
     """``--fetch``: targets mark exactly the positions that predict an answer digit, with the description's colour
     (captions have none); the auxiliary term's gradient reaches the first layer only, and it trains.  ``--select``:
     the described object's image tokens; its term trains the last layer's attention, not the LM head."""
@@ -520,17 +520,18 @@ def test_fetch_loss_reads_the_described_colour_from_the_first_layer_at_the_digit
     batch = {k: jnp.asarray(v) for k, v in arrays.items()}
     colours = [tok.encode(c)[0] for c in T.words.COLOURS]
     plain = sft_loss(model, params, batch, layout, 256)[0]
-    total, (_, _, aux) = W.fetch_loss(model, params, batch, layout, 256, 0.5, colours)
+    total, (_, _, aux) = W.grounding_aux_loss(model, params, batch, layout, 256, 0.5, colours)
     np.testing.assert_allclose(float(total), float(plain) + 0.5 * float(aux["fetch_nll"]), rtol=1e-5)
-    with_select = W.fetch_loss(model, params, batch, layout, 256, 0.5, colours, select_weight=1.0)[0]
+    with_select = W.grounding_aux_loss(model, params, batch, layout, 256, 0.5, colours, select_weight=1.0)[0]
     assert float(with_select) > float(total) and 0.0 < float(aux["select_share"]) < 1.0
     assert 0.0 <= float(aux["fetch_acc"]) <= 1.0 and float(aux["fetch_nll"]) > 0.5  # random weights: no copy yet
 
-    g = jax.grad(lambda p: W.fetch_loss(model, p, batch, layout, 256, 1.0, colours)[1][2]["fetch_nll"])(params)
+    g = jax.grad(lambda p: W.grounding_aux_loss(model, p, batch, layout, 256, 1.0, colours)[1][2]["fetch_nll"])(params)
     layers = g["decoder"]["layers"]["self_attn"]["q_proj"]["kernel"]
     assert float(jnp.abs(layers[0]).max()) > 0 and float(jnp.abs(layers[1:]).max()) == 0
-    assert float(jnp.abs(g["lm_head"]["kernel"]).max()) == 0 and float(jnp.abs(g["decoder"]["norm"]["scale"]).max()) == 0
-    sel = lambda p: W.fetch_loss(model, p, batch, layout, 256, 0.0, colours, 1.0)[0]  # noqa: E731
+    assert float(jnp.abs(g["lm_head"]["kernel"]).max()) == 0
+    assert float(jnp.abs(g["decoder"]["norm"]["scale"]).max()) == 0
+    sel = lambda p: W.grounding_aux_loss(model, p, batch, layout, 256, 0.0, colours, 1.0)[0]  # noqa: E731
     g = jax.grad(lambda p: sel(p) - sft_loss(model, p, batch, layout, 256)[0])(params)
     k = g["decoder"]["layers"]["self_attn"]["k_proj"]["kernel"]
     assert float(jnp.abs(k[-1]).max()) > 0 and float(jnp.abs(g["lm_head"]["kernel"]).max()) < 1e-6
@@ -544,7 +545,7 @@ def test_fetch_loss_reads_the_described_colour_from_the_first_layer_at_the_digit
 
     tx = optax.adam(1e-2)
     step = jax.jit(functools.partial(make_train_step(model, tx, lambda s: 1e-2, (), 256, loss=functools.partial(
-        W.fetch_loss, weight=1.0, colour_ids=colours)), layout=layout))
+        W.grounding_aux_loss, weight=1.0, colour_ids=colours)), layout=layout))
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                        rng=jax.random.key_data(jax.random.PRNGKey(0)))
     nll = []

@@ -199,7 +199,7 @@ class Attention(nn.Module):
             scores = jnp.where(allowed[:, None, None, :, :], scores, MASK_VALUE)
             probs = jax.nn.softmax(scores, axis=-1)
             # Kept only when the caller makes "intermediates" mutable (as transformers' output_attentions);
-            # otherwise sow is a no-op.  The warm-start's attention losses read it (warmstart.thinker.fetch_loss).
+            # otherwise sow is a no-op.  The warm-start's select loss reads it (warmstart.thinker.grounding_aux_loss).
             self.sow("intermediates", "attn_probs", probs.reshape(B, H, L, S))
             out = _gqa_values(probs, values, self.dtype)
         out = constrain(out.reshape(B, L, H, hd), ("act_batch", "act_length", "act_heads", None))

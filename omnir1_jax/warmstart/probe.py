@@ -13,7 +13,8 @@ image that goes to object tokens at all (``object`` / ``object_unif``), and the 
 The probes read the ``[B, KV, G, L, S]`` attention probabilities of the decoder (``models.layers.Attention``) by
 wrapping ``jax.nn.softmax`` while one forward pass is traced (the vision tower's attention has another rank and is
 left out); nothing in the model changes.  Examples are frame 0 of the synthetic world at the grounding
-resolution; a merged image token belongs to the object covering more than a quarter of its cell.
+resolution; a merged image token belongs to the object covering more than a quarter of its cell
+(:func:`omnir1_jax.warmstart.tasks.token_owners`).
 """
 
 from __future__ import annotations
@@ -56,11 +57,6 @@ def probe_examples(task: str, shapes: T.TaskShapes, tokenizer: Any, n: int = 64,
     with ``(colour [cells] bool, object [cells] bool)`` over the merged-token grid of frame 0 (row-major)."""
     if task not in PROBE_TASKS:
         raise ValueError(f"probe: unknown task {task!r}; expected one of {PROBE_TASKS}")
-    m = shapes.patch_size * shapes.merge_size
-    rh, rw = shapes.ground_resized
-    if (rh, rw) != (shapes.height, shapes.width):
-        raise ValueError(f"probe: the grounding frame {rh}x{rw} must equal the clip's {shapes.height}x{shapes.width} "
-                         "(cells are read from the clip's masks)")
     last: dict = {}
     real = T._clip
 
@@ -87,8 +83,7 @@ def probe_examples(task: str, shapes: T.TaskShapes, tokenizer: Any, n: int = 64,
                     continue
                 phrase = text.split("'")[1]  # "Given the expression '<description>', ..."
             colour = next(c for c in T.words.COLOURS if f" {c} " in f" {phrase} ")
-            cover = np.asarray(masks)[:, 0].reshape(len(clip.objects), rh // m, m, rw // m, m).mean((2, 4))
-            owner = np.where(cover.max(0) > 0.25, cover.argmax(0), -1).reshape(-1)
+            owner = T.token_owners(shapes, masks, 0)
             obj = owner >= 0
             col = obj & np.asarray([clip.objects[o].colour == colour for o in owner])
             if col.any() and (obj & ~col).any():

@@ -30,7 +30,7 @@ will see in GRPO and evaluation:
   image token) of the object's centre; a coarse-localisation probe and curriculum for ``ground``.
 
 The grounding examples and ``count`` also carry ``fetch_word``, the described / asked colour, the target of the
-warm-start's auxiliary fetch loss (``warmstart.thinker.fetch_loss``, ``--fetch``).
+warm-start's auxiliary fetch loss (``warmstart.thinker.grounding_aux_loss``, ``--fetch``).
 
 None of them asks to resolve a referring query, pick keyframes or rewrite a query: that is what SFT and GRPO
 teach.  Each task has ONE static layout (fixed frame count and pixel grid), so a warm-start run compiles once

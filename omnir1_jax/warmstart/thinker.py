@@ -7,12 +7,12 @@ Teacher-forced cross-entropy on the answer tokens (the SFT loss, :func:`omnir1_j
 parameter trainable (the towers start random here; SFT and GRPO later freeze them as the paper does).  Tasks
 take turns, one static layout each, so the run compiles once per task; ``a+b`` puts tasks with the same inputs
 (``count+ground_crowd``) in every batch instead, so neither task's gradient is absent for a step.  Data are
-drawn procedurally from a NumPy generator, so no example repeats.  ``--fetch W`` adds :func:`fetch_loss`, an
-auxiliary loss that teaches the first decoder layer to copy the described colour word to the positions that
-predict the box (the grounder's missing first hop; assets README, eleventh round).  At the end the grounder skill is measured on
-held-out frames (greedy decoding through the rollout sampler; box IoU and the rate of parseable answers), and
-the checkpoint is written with :func:`omnir1_jax.models.qwen_omni.save_checkpoint` plus ``warmstart.json``
-(command, curves, scores).
+drawn procedurally from a NumPy generator, so no example repeats.  ``--fetch W`` / ``--select W`` add the two
+terms of :func:`grounding_aux_loss` (the first layer copies the described colour to the positions that predict
+the box; the last layer attends there to the described object): assets README, eleventh round.  At the end the
+grounder skill is measured on held-out frames (greedy decoding through the rollout sampler; box IoU and the rate
+of parseable answers), and the checkpoint is written with :func:`omnir1_jax.models.qwen_omni.save_checkpoint`
+plus ``warmstart.json`` (command, curves, scores).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ ANSWER_TOKENS = {"ground": 40, "ground_crowd": 40, "ground_solo": 40, "caption":
 def make_batch(exs: Sequence[dict], tokenizer: Any, prompt_len: int, answer_len: int,
                fetch: bool = False) -> tuple[tuple, dict]:
     """Same-layout examples -> (static layout, arrays) in :func:`omnir1_jax.rl.sft.sft_loss`'s format (with
-    ``fetch``, plus :func:`fetch_targets`' arrays for :func:`fetch_loss`)."""
+    ``fetch``, plus :func:`fetch_targets`' arrays for :func:`grounding_aux_loss`)."""
     from omnir1_jax.prompts import left_pad
 
     grids = {(tuple(e["arrays"]), e.get("image_grid_thw"), e.get("video_grid_thw")) for e in exs}
@@ -78,7 +78,7 @@ def make_batch(exs: Sequence[dict], tokenizer: Any, prompt_len: int, answer_len:
 
 
 def fetch_targets(exs: Sequence[dict], ids: np.ndarray, loss_mask: np.ndarray, tokenizer: Any) -> dict:
-    """Targets of :func:`fetch_loss`: ``fetch_colour [B]`` (index of the example's ``fetch_word`` in
+    """Targets of :func:`grounding_aux_loss`: ``fetch_colour [B]`` (index of the example's ``fetch_word`` in
     ``words.COLOURS``) and ``fetch_mask [B, L]``, 1 at every position whose next token is a digit of the answer
     (the box's coordinates, the count).  Examples without a ``fetch_word`` (captions, ...) get an empty mask."""
     digit = np.asarray([tokenizer.decode([i]).strip().isdigit() for i in range(int(ids.max()) + 1)])
@@ -98,8 +98,8 @@ def fetch_targets(exs: Sequence[dict], ids: np.ndarray, loss_mask: np.ndarray, t
             "select_target": target, "select_objects": objects}
 
 
-def fetch_loss(model, params, batch, layout: tuple, chunk_size: int, weight: float, colour_ids: Sequence[int],
-               select_weight: float = 0.0):
+def grounding_aux_loss(model, params, batch, layout: tuple, chunk_size: int, weight: float,
+                       colour_ids: Sequence[int], select_weight: float = 0.0):
     """The answer NLL plus two auxiliary losses at every position that predicts a digit of the answer:
 
     * ``weight`` x *fetch*: the first decoder layer's output must name the described colour, read out as cosine
@@ -148,7 +148,7 @@ def fetch_loss(model, params, batch, layout: tuple, chunk_size: int, weight: flo
     return total, (n, mean_lp, {"fetch_nll": nll, "fetch_acc": acc, "select_share": jnp.sum(share * ms) / ks})
 
 
-FETCH_SCALE = 10.0  # inverse temperature of fetch_loss's cosine read-out
+FETCH_SCALE = 10.0  # inverse temperature of grounding_aux_loss's cosine read-out
 
 
 def parts(task: str) -> tuple[str, ...]:
@@ -362,15 +362,15 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
 
     With ``eval_every`` > 0 the held-out skill (:func:`score`) is measured every ``eval_every`` steps and the
     params of the best step by :func:`selection_score` are the ones returned and written (tiny models trained
-    this long can spike late; the kept step is recorded as ``kept_step``).  ``fetch_weight`` > 0 adds
-    :func:`fetch_loss` (logged as ``fetch_acc/<task>``), ``select_weight`` > 0 its select term (``select_share``).
+    this long can spike late; the kept step is recorded as ``kept_step``).  ``fetch_weight`` / ``select_weight``
+    > 0 add :func:`grounding_aux_loss`'s terms (logged as ``fetch_acc/<task>`` and ``select_share/<task>``).
     """
     import optax
     from tqdm import tqdm
 
     from omnir1_jax.models.qwen_omni import save_checkpoint
     from omnir1_jax.parallel import unbox
-    from omnir1_jax.rl.sft import make_train_step
+    from omnir1_jax.rl.sft import make_train_step, sft_loss
     from omnir1_jax.rl.state import TrainState
     from omnir1_jax.rl.task import build_thinker, build_tokenizer
 
@@ -407,8 +407,9 @@ def train_base(config, out_dir: str | None, steps: int, seed: int = 0, batch: in
     aux = fetch_weight > 0 or select_weight > 0
     if aux:
         colour_ids = [tokenizer.encode(c)[0] for c in T.words.COLOURS]
-        loss = functools.partial(fetch_loss, weight=fetch_weight, colour_ids=colour_ids, select_weight=select_weight)
-    step_fn = make_train_step(model, tx, sched, (), config.rl.logprob_chunk_size, **({"loss": loss} if loss else {}))
+        loss = functools.partial(grounding_aux_loss, weight=fetch_weight, colour_ids=colour_ids,
+                                 select_weight=select_weight)
+    step_fn = make_train_step(model, tx, sched, (), config.rl.logprob_chunk_size, loss=loss or sft_loss)
     jitted: dict = {}
     rng = np.random.default_rng(seed)
     curve: list[dict] = []
@@ -475,9 +476,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--override", action="append", default=[], help="config override KEY=VALUE (repeatable)")
     ap.add_argument("--init", default="", help="continue from this thinker checkpoint (e.g. a grounding-only run); "
                     "one with fewer decoder layers than the config is grown (see grow_layers)")
-    ap.add_argument("--fetch", type=float, default=0.0, help="weight of the auxiliary fetch loss (fetch_loss: the "
+    ap.add_argument("--fetch", type=float, default=0.0, help="weight of grounding_aux_loss's fetch term (the "
                     "first layer must copy the described colour to the positions that predict the answer's digits)")
-    ap.add_argument("--select", type=float, default=0.0, help="weight of fetch_loss's select term (the last "
+    ap.add_argument("--select", type=float, default=0.0, help="weight of grounding_aux_loss's select term (the last "
                     "layer's attention at those positions must go to the described object's image tokens)")
     ap.add_argument("--towers_only", action="store_true", help="with --init: take only the vision / audio towers "
                     "from it (shapes that agree); the language model starts fresh, at the config's width")
