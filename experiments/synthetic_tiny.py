@@ -3,8 +3,8 @@
     omnir1-train --config experiments/synthetic_tiny.py --workdir /tmp/omnir1_tiny
 
 GRPO on the synthetic world's RefAVS- and ReVOS-format training splits, starting from the shipped SFT
-checkpoint, with the shipped Base thinker as the frozen reference (the grounder; beta = 0, so no KL anchor)
-and the shipped tiny SAM2; at the end the Base / SFT / GRPO (+ passthrough, random_keyframes) table on the
+checkpoint, with the shipped grounder (Base continued on grounding) as the frozen reference (beta = 0, so no KL
+anchor) and the shipped tiny SAM2; at the end the Base / SFT / GRPO (+ passthrough, random_keyframes) table on the
 held-out ``refavs_test`` and ``revos_test`` splits is printed and written to ``<workdir>/results.json``, with
 the training curves in ``<workdir>/training_curves.png``. Same code path as the 7B configs (same step, parsers
 and readers of the real formats); only sizes differ. How the shipped checkpoints were made:
