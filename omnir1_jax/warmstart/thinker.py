@@ -77,11 +77,17 @@ def make_batch(exs: Sequence[dict], tokenizer: Any, prompt_len: int, answer_len:
     return ("warm", vgrid, spg, igrid, audio), arrays
 
 
+@functools.lru_cache(maxsize=4)
+def _digit_tokens(tokenizer: Any) -> np.ndarray:
+    """``[vocab]`` bool: the token decodes to digits (decoded once per tokenizer, not at every step)."""
+    return np.asarray([tokenizer.decode([i]).strip().isdigit() for i in range(tokenizer.vocab_size)])
+
+
 def fetch_targets(exs: Sequence[dict], ids: np.ndarray, loss_mask: np.ndarray, tokenizer: Any) -> dict:
     """Targets of :func:`grounding_aux_loss`: ``fetch_colour [B]`` (index of the example's ``fetch_word`` in
     ``words.COLOURS``) and ``fetch_mask [B, L]``, 1 at every position whose next token is a digit of the answer
     (the box's coordinates, the count).  Examples without a ``fetch_word`` (captions, ...) get an empty mask."""
-    digit = np.asarray([tokenizer.decode([i]).strip().isdigit() for i in range(int(ids.max()) + 1)])
+    digit = _digit_tokens(tokenizer)
     nxt = np.zeros_like(ids, dtype=bool)
     nxt[:, :-1] = digit[ids[:, 1:]] & (loss_mask[:, 1:] > 0)
     has = np.asarray(["fetch_word" in e for e in exs])
