@@ -519,22 +519,29 @@ def test_grounding_aux_loss_reads_the_described_colour_from_the_first_layer_at_t
         jax.random.PRNGKey(0))
     batch = {k: jnp.asarray(v) for k, v in arrays.items()}
     colours = [tok.encode(c)[0] for c in T.words.COLOURS]
-    plain = sft_loss(model, params, batch, layout, 256)[0]
-    total, (_, _, aux) = W.grounding_aux_loss(model, params, batch, layout, 256, 0.5, colours)
+
+    def aux_loss(p, weight, select):
+        return W.grounding_aux_loss(model, p, batch, layout, 256, weight, colours, select)
+
+    @jax.jit
+    def probe(p):  # every value and both gradients in one compiled program (eager dispatch of the towers is slow)
+        plain = sft_loss(model, p, batch, layout, 256)[0]
+        total, (_, _, aux) = aux_loss(p, 0.5, 0.0)
+        g_fetch = jax.grad(lambda q: aux_loss(q, 1.0, 0.0)[1][2]["fetch_nll"])(p)
+        g_select = jax.grad(lambda q: aux_loss(q, 0.0, 1.0)[0] - sft_loss(model, q, batch, layout, 256)[0])(p)
+        return plain, total, aux, aux_loss(p, 0.5, 1.0)[0], g_fetch, g_select
+
+    plain, total, aux, with_select, g, g_sel = probe(params)
     np.testing.assert_allclose(float(total), float(plain) + 0.5 * float(aux["fetch_nll"]), rtol=1e-5)
-    with_select = W.grounding_aux_loss(model, params, batch, layout, 256, 0.5, colours, select_weight=1.0)[0]
     assert float(with_select) > float(total) and 0.0 < float(aux["select_share"]) < 1.0
     assert 0.0 <= float(aux["fetch_acc"]) <= 1.0 and float(aux["fetch_nll"]) > 0.5  # random weights: no copy yet
 
-    g = jax.grad(lambda p: W.grounding_aux_loss(model, p, batch, layout, 256, 1.0, colours)[1][2]["fetch_nll"])(params)
     layers = g["decoder"]["layers"]["self_attn"]["q_proj"]["kernel"]
     assert float(jnp.abs(layers[0]).max()) > 0 and float(jnp.abs(layers[1:]).max()) == 0
     assert float(jnp.abs(g["lm_head"]["kernel"]).max()) == 0
     assert float(jnp.abs(g["decoder"]["norm"]["scale"]).max()) == 0
-    sel = lambda p: W.grounding_aux_loss(model, p, batch, layout, 256, 0.0, colours, 1.0)[0]  # noqa: E731
-    g = jax.grad(lambda p: sel(p) - sft_loss(model, p, batch, layout, 256)[0])(params)
-    k = g["decoder"]["layers"]["self_attn"]["k_proj"]["kernel"]
-    assert float(jnp.abs(k[-1]).max()) > 0 and float(jnp.abs(g["lm_head"]["kernel"]).max()) < 1e-6
+    k = g_sel["decoder"]["layers"]["self_attn"]["k_proj"]["kernel"]
+    assert float(jnp.abs(k[-1]).max()) > 0 and float(jnp.abs(g_sel["lm_head"]["kernel"]).max()) < 1e-6
 
     import functools
 
@@ -552,4 +559,6 @@ def test_grounding_aux_loss_reads_the_described_colour_from_the_first_layer_at_t
     for _ in range(25):
         state, m = step(state, batch)
         nll.append(float(m["fetch_nll"]))
-    assert nll[-1] < 0.5 * nll[0], nll  # the copy is learnable (one batch, 25 Adam steps)
+        if nll[-1] < 0.5 * nll[0]:
+            break
+    assert nll[-1] < 0.5 * nll[0], nll  # the copy is learnable (one batch, at most 25 Adam steps)

@@ -1,7 +1,7 @@
 """TrainState (step, params, opt_state, rng) and the in-graph non-finite-update guard shared by all steps.
 
 A step computes a candidate update and then calls :func:`guarded_apply`: if the loss, the gradients or the
-new parameters hold a NaN/Inf, the old params and optimizer state are kept (``jnp.where`` in-graph, no host
+new parameters hold a NaN/Inf, the old params and optimizer state are kept (``lax.cond`` in-graph, no host
 round trip) and ``skipped_nonfinite = 1`` is reported, so one bad batch cannot poison a long run.
 """
 
@@ -38,11 +38,6 @@ def all_finite(*trees: PyTree) -> jax.Array:
     return ok
 
 
-def select_tree(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
-    """Leaf-wise ``jnp.where(pred, a, b)`` over two trees of the same structure."""
-    return jax.tree_util.tree_map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
-
-
 def guarded_apply(state: TrainState, grads: PyTree, tx: optax.GradientTransformation, *checks: Any
                   ) -> tuple[TrainState, dict]:
     """Applies ``tx`` to ``grads`` unless the grads, the new params or any of ``checks`` (e.g. the loss)
@@ -53,8 +48,9 @@ def guarded_apply(state: TrainState, grads: PyTree, tx: optax.GradientTransforma
     updates, new_opt = tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     ok = all_finite(grads, new_params, *checks)
-    params = select_tree(ok, new_params, state.params)
-    opt_state = select_tree(ok, new_opt, state.opt_state)
+    # One conditional over the whole (params, opt_state) tree, not a ``jnp.where`` per leaf: XLA:CPU took ~50 s
+    # longer to compile the per-leaf selects for the tiny thinker's 124 leaves (same run time).
+    params, opt_state = jax.lax.cond(ok, lambda: (new_params, new_opt), lambda: (state.params, state.opt_state))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
     metrics = {"skipped_nonfinite": 1.0 - ok.astype(jnp.float32), "grad_norm": optax.tree.norm(grads)}
     return new_state, metrics
