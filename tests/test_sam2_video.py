@@ -129,3 +129,33 @@ def test_reverse_from_last_frame_parity(models, video):
         params, video, boxes, valid))
     ref = hf_propagate(hf, video, PROMPTS_BIDIR, False, passes=[dict(start_frame_idx=T - 1, reverse=True)])
     np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)
+
+
+def test_object_score_threshold_gates_frames(models, video, forward_run):
+    """``object_score_threshold`` moves SAM2's presence gate (the parity runs above use SAM2's 0): a threshold
+    no frame's score clears blanks every mask, although at 0 most frames show the object."""
+    from omnir1_jax.models.sam2.model import NO_OBJ_SCORE
+
+    _, model, params = models
+    boxes, valid = to_arrays(PROMPTS_FWD)
+    assert model.cfg.object_score_threshold == 0.0
+    assert (forward_run[0][0].max(axis=(2, 3)) > NO_OBJ_SCORE).mean() > 0.5
+    m = Sam2VideoModel(dataclasses.replace(model.cfg, object_score_threshold=1e6))
+    out = np.asarray(jax.jit(lambda p, x, b, v: propagate(m, p, x, b, v))(params, video, boxes, valid))
+    assert (out == NO_OBJ_SCORE).all()
+
+
+def test_build_segmenter_applies_the_configured_gate(tmp_path, models):
+    from omnir1_jax.config import default_config
+    from omnir1_jax.models.sam2 import save_checkpoint
+    from omnir1_jax.rl.task import build_segmenter
+
+    _, model, params = models
+    save_checkpoint(str(tmp_path), model.cfg, params)
+    c = default_config()
+    c.segmenter.checkpoint = str(tmp_path)
+    assert build_segmenter(c)[0].cfg.object_score_threshold == 0.0
+    c.segmenter.object_score_threshold = 1.5
+    built, loaded = build_segmenter(c)
+    assert built.cfg.object_score_threshold == 1.5 and built.cfg.round_memory_to_bf16 is False
+    assert jax.tree.structure(loaded) == jax.tree.structure(params)

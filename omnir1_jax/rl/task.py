@@ -140,6 +140,14 @@ def build_thinker(config, tokenizer) -> tuple[Any, Callable[[jax.Array], PyTree]
     return model, (lambda rng: init_params(model, rng)), loader
 
 
+def _with_gate(model: Any, seg) -> Any:
+    """``model`` with ``segmenter.object_score_threshold`` as its object-score gate (0 keeps SAM2's rule)."""
+    thr = float(seg.get("object_score_threshold", 0.0))
+    if thr == model.cfg.object_score_threshold:
+        return model
+    return type(model)(dataclasses.replace(model.cfg, object_score_threshold=thr))
+
+
 def build_segmenter(config) -> tuple[Any, PyTree]:
     """``(Sam2VideoModel, params)``: ``segmenter.checkpoint``, ``segmenter.hf_dir``, or (``preset=tiny`` only)
     random tiny weights seeded by ``config.seed`` — the same weights in training and evaluation."""
@@ -149,10 +157,9 @@ def build_segmenter(config) -> tuple[Any, PyTree]:
     from omnir1_jax.parallel import unbox
 
     seg = config.segmenter
-    if seg.checkpoint:
-        return load_checkpoint(seg.checkpoint)
-    if seg.hf_dir:
-        return load_hf(seg.hf_dir, video=True)
+    if seg.checkpoint or seg.hf_dir:
+        model, params = load_checkpoint(seg.checkpoint) if seg.checkpoint else load_hf(seg.hf_dir, video=True)
+        return _with_gate(model, seg), params
     if seg.preset != "tiny":
         raise ValueError(f"segmenter.preset={seg.preset!r} needs segmenter.checkpoint or segmenter.hf_dir "
                          "(a local SAM2 checkpoint); only the tiny preset may start from random weights")
@@ -160,7 +167,7 @@ def build_segmenter(config) -> tuple[Any, PyTree]:
 
     logging.getLogger(__name__).warning("segmenter: no checkpoint given; using RANDOM tiny SAM2 weights (seed %d)",
                                         config.seed)
-    model = Sam2VideoModel(Sam2Config.tiny())
+    model = _with_gate(Sam2VideoModel(Sam2Config.tiny()), seg)
     size = model.cfg.image_size
     init = jax.jit(lambda k: unbox(model.init(k, jnp.zeros((1, 3, size, size)), method=Sam2VideoModel.init_all)))
     return model, init(jax.random.PRNGKey(config.seed))["params"]

@@ -84,6 +84,10 @@ class Sam2Config:
     memory_fuser_kernel_size: int = 7
     memory_fuser_padding: int = 3
     round_memory_to_bf16: bool = True  # HF/original store spatial memories in bfloat16; False keeps fp32
+    # The object-score gate: a frame's object counts as present when its score logit exceeds this. 0 is SAM2's
+    # (and transformers') rule; a checkpoint whose score head was trained with a weighted BCE puts the
+    # p(present) = 1/2 point at log(pos_weight) instead (not part of transformers' config: to_hf drops it).
+    object_score_threshold: float = 0.0
 
     # ------------------------------------------------------------------ derived
     @property

@@ -127,7 +127,7 @@ class Sam2VideoModel(Sam2Model):
         out = self.decode(features, input_points, input_labels, None, None, multimask_output, image_embed)
         masks, iou, tokens, obj = (out["pred_masks"][:, 0], out["iou_scores"][:, 0], out["sam_tokens"][:, 0],
                                    out["object_score_logits"][:, 0])  # [O,M,h,w], [O,M], [O,M,C], [O,1]
-        appearing = obj > 0
+        appearing = obj > self.cfg.object_score_threshold
         masks = jnp.where(appearing[:, :, None, None], masks, NO_OBJ_SCORE)
         if multimask_output:
             best = jnp.argmax(iou, axis=-1)
@@ -152,7 +152,7 @@ class Sam2VideoModel(Sam2Model):
         m = m * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
         x, _ = self.memory_encoder(feat, m)
         if cfg.enable_occlusion_spatial_embedding:
-            absent = 1.0 - (object_score_logits > 0).astype(x.dtype)  # [O, 1]
+            absent = 1.0 - (object_score_logits > cfg.object_score_threshold).astype(x.dtype)  # [O, 1]
             x = x + absent[:, :, None, None] * self.occlusion_spatial_embedding_parameter[0]
         return x.astype(jnp.bfloat16).astype(feat.dtype) if cfg.round_memory_to_bf16 else x
 
