@@ -146,6 +146,26 @@ def test_shared_prompt_prefix_equals_full_teacher_forced_pass(env):
     np.testing.assert_allclose(lp1[m], np.asarray(ro["sample_logprobs"])[G + 1][m], atol=1e-4)
 
 
+def test_update_logprobs_are_those_of_the_sampling_temperature(env):
+    """At T != 1 the update's teacher-forced log-probs are those of softmax(logits / T), the sampler's."""
+    e = env
+    hot = dataclasses.replace(e["s"], temperature=1.7)
+    state = e["fresh_state"]()
+    ro = grpo.GRPOStep(e["models"], hot, e["spec"], e["tx"], split=True).rollout(
+        e["shapes"], state.params, e["ref"], e["sam_params"], e["batch"], grpo.GRPOStep.step_rng(state))
+    rows = jnp.arange(B * G)
+    m = np.asarray(ro["mask"]).astype(bool)
+    assert m.sum() > B * G
+
+    def logp(s):
+        return np.asarray(jax.jit(lambda p: grpo.sequence_logprobs(e["models"], s, p, e["batch"], ro, rows,
+                                                                   contiguous=True))(state.params))[m]
+
+    sampled = np.asarray(ro["sample_logprobs"])[m]
+    np.testing.assert_allclose(logp(hot), sampled, atol=1e-4)
+    assert np.abs(logp(e["s"]) - sampled).max() > 1e-2  # the T = 1 log-probs are another distribution
+
+
 def test_nonfinite_update_is_skipped(env):
     e = env
     state = e["fresh_state"]()

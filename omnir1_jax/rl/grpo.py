@@ -88,6 +88,10 @@ def sequence_logprobs(models: StepModels, s: GRPOSettings, params: Any, batch: B
                       rows: jax.Array, return_entropy: bool = False, contiguous: bool = False):
     """Teacher-forced log p of completion rows ``rows [M]`` under ``params``: ``[M, T]`` (+ entropy).
 
+    Log-probs (and entropy) are those of the distribution the rollout sampled from, ``softmax(logits /
+    rl.temperature)`` (as TRL and verl do), so at any temperature they equal the sampler's recorded ones (before
+    top-p / top-k truncation) and the policy gradient is that of the sampling policy.
+
     Text-token embeddings are recomputed from ``params`` (so they get gradients); the frozen towers' features
     are taken from the rollout (identical for policy and reference, never trained).  ``contiguous=True``
     promises that ``rows`` are consecutive completions starting at a multiple of ``min(M, G)`` (the
@@ -111,6 +115,8 @@ def sequence_logprobs(models: StepModels, s: GRPOSettings, params: Any, batch: B
         hidden, _ = thinker.apply({"params": params}, x, pos, mask, method="decode")
         p = x_prompt.shape[1]
         h = hidden[:, p - 1:p + t - 1]  # position p-1+i predicts completion token i
+    if s.temperature != 1.0:  # the sampled distribution: softmax(logits / T) (the LM head has no bias)
+        h = h / jnp.asarray(s.temperature, h.dtype)
     return thinker.apply({"params": params}, h, toks, s.logprob_chunk_size, return_entropy,
                          method="token_logprobs")
 
