@@ -61,6 +61,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.segmenter.train_propagation = "forward"  # Omni-R1 training propagates forward from frame 0
     c.segmenter.eval_propagation = "bidirectional"
     c.segmenter.mask_size = 64  # reward-resolution masks (R_G), per side
+    # Object-score gate: the object counts as present on a frame when its score logit exceeds this (SAM2's rule
+    # is 0; a score head trained with a weighted BCE may want another point, chosen on validation clips).
+    c.segmenter.object_score_threshold = 0.0
 
     c.data = ml_collections.ConfigDict()
     c.data.dataset = "revos"
@@ -99,6 +102,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.rl.max_new_tokens = 800  # run_training.sh; the released script uses 2048
     c.rl.max_keyframes = 4  # K
     c.rl.temperature = 1.0
+    # RefAVS-task batches only (0 = rl.temperature): the released trainer's FUSE_TEMPERATURE / AVS_TEMPERATURE
+    # option (0.45 when enabled; off by default there, omni_r1.md §7). The update's log-probs use the same T.
+    c.rl.refavs_temperature = 0.0
     c.rl.top_p = 0.95
     c.rl.top_k = 0
     c.rl.beta = 0.04
@@ -246,6 +252,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
            f"must divide prompts_per_step * num_generations = {total}, got {rl.micro_batch_completions}")
     _check(rl.max_new_tokens >= 1, "rl.max_new_tokens", "must be >= 1")
     _check(rl.temperature > 0, "rl.temperature", "must be > 0 (greedy decoding is a sampler mode, not T=0)")
+    _check(rl.refavs_temperature >= 0, "rl.refavs_temperature", "must be >= 0 (0: use rl.temperature)")
     _check(0 < rl.top_p <= 1, "rl.top_p", f"must be in (0, 1], got {rl.top_p}")
     _check(rl.top_k >= 0, "rl.top_k", "must be >= 0 (0 disables top-k)")
     _check(rl.beta >= 0, "rl.beta", "must be >= 0")

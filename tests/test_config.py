@@ -115,7 +115,7 @@ def test_parse_overrides_decodes_literals_and_json_and_rejects_malformed():
 
 
 def test_step_knobs_reach_the_grpo_settings():
-    """rl.share_prompt_prefix and rl.sam_tracks_per_clip: defaults, overrides, and the bidirectional check."""
+    """rl.share_prompt_prefix, rl.sam_tracks_per_clip, rl.refavs_temperature: defaults, overrides, checks."""
     from omnir1_jax.rl.grpo_settings import GRPOSettings
 
     path = os.path.join(EXP, "revos_omni_r1_7b.py") + ":internal"
@@ -125,6 +125,12 @@ def test_step_knobs_reach_the_grpo_settings():
     c = config_lib.load_config(path, overrides={"rl.share_prompt_prefix": False, "rl.sam_tracks_per_clip": 8})
     s = GRPOSettings.from_config(c, task="vos", stop_ids=(1,), pad_id=0)
     assert s.share_prompt_prefix is False and s.sam_tracks_per_clip == 8
+    assert s.temperature == GRPOSettings.from_config(c, task="refavs", stop_ids=(1,), pad_id=0).temperature == 1.0
+    c = config_lib.load_config(path, overrides={"rl.refavs_temperature": 0.45})  # released FUSE_TEMPERATURE
+    assert GRPOSettings.from_config(c, task="refavs", stop_ids=(1,), pad_id=0).temperature == 0.45
+    assert GRPOSettings.from_config(c, task="vos", stop_ids=(1,), pad_id=0).temperature == 1.0
+    with pytest.raises(config_lib.ConfigError, match=r"config\.rl\.refavs_temperature"):
+        config_lib.load_config(path, overrides={"rl.refavs_temperature": -1.0})
     with pytest.raises(config_lib.ConfigError, match=r"config\.rl\.sam_tracks_per_clip"):
         config_lib.load_config(path, overrides={"rl.sam_tracks_per_clip": 8,
                                                 "segmenter.train_propagation": "bidirectional"})

@@ -69,7 +69,7 @@ class GRPOSettings:
             task=task,
             num_generations=rl.num_generations,
             max_new_tokens=rl.max_new_tokens,
-            temperature=rl.temperature,
+            temperature=rl.refavs_temperature if task == "refavs" and rl.refavs_temperature > 0 else rl.temperature,
             top_p=rl.top_p,
             top_k=rl.top_k,
             stop_ids=tuple(stop_ids),
