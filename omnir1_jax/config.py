@@ -108,6 +108,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.rl.top_p = 0.95
     c.rl.top_k = 0
     c.rl.beta = 0.04
+    # The KL term's anchor: "reference" = the frozen reference (model.reference_checkpoint, else the initial
+    # policy; the paper's setup, where GRPO starts from the reference thinker); "initial" = a frozen copy of the
+    # policy's initial weights (model.checkpoint), e.g. an SFT start with a separate grounder as reference.
+    c.rl.kl_anchor = "reference"
     c.rl.kl_estimator = "k3"
     c.rl.adv_estimator = "grpo"
     c.rl.adv_std_ddof = 1
@@ -265,6 +269,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check(rl.num_iterations >= 1, "rl.num_iterations", "must be >= 1")
     _check(1 <= rl.max_keyframes, "rl.max_keyframes", "must be >= 1")
     _check(rl.grounder in ("reference", "policy"), "rl.grounder", "must be 'reference' or 'policy'")
+    _check(rl.kl_anchor in ("reference", "initial"), "rl.kl_anchor", "must be 'reference' or 'initial'")
     _check(isinstance(rl.share_prompt_prefix, bool), "rl.share_prompt_prefix", "must be True or False")
     _check(rl.ground_encode_chunk >= 0, "rl.ground_encode_chunk", "must be >= 0 (0: all frames in one call)")
     _check(rl.sam_tracks_per_clip >= 0, "rl.sam_tracks_per_clip", "must be >= 0 (0: all G * O tracks)")

@@ -217,7 +217,7 @@ def plan_mesh(config, mesh_spec: Sequence[tuple[str, int]], split: bool = False,
     with mesh_rules(mesh, x["rules"]):
         if fused:
             t1 = time.time()
-            compiled = step._fused.lower(x["shapes"], st, x["ref"], x["sam"], x["batch"]).compile()
+            compiled = step._fused.lower(x["shapes"], st, x["ref"], x["sam"], x["batch"], None).compile()
             res["compiled"]["fused"] = memory_stats(compiled)
             res["compile_seconds"]["fused"] = round(time.time() - t1, 1)
         if split:

@@ -131,6 +131,8 @@ def test_step_knobs_reach_the_grpo_settings():
     assert GRPOSettings.from_config(c, task="vos", stop_ids=(1,), pad_id=0).temperature == 1.0
     with pytest.raises(config_lib.ConfigError, match=r"config\.rl\.refavs_temperature"):
         config_lib.load_config(path, overrides={"rl.refavs_temperature": -1.0})
+    with pytest.raises(config_lib.ConfigError, match=r"config\.rl\.kl_anchor"):
+        config_lib.load_config(path, overrides={"rl.kl_anchor": "sft"})
     with pytest.raises(config_lib.ConfigError, match=r"config\.rl\.sam_tracks_per_clip"):
         config_lib.load_config(path, overrides={"rl.sam_tracks_per_clip": 8,
                                                 "segmenter.train_propagation": "bidirectional"})

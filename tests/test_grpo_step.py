@@ -166,6 +166,22 @@ def test_update_logprobs_are_those_of_the_sampling_temperature(env):
     assert np.abs(logp(e["s"]) - sampled).max() > 1e-2  # the T = 1 log-probs are another distribution
 
 
+def test_kl_anchor_replaces_the_reference_in_the_kl_term(env):
+    """``anchor_params`` (rl.kl_anchor = "initial") is what the KL term compares with; ``ref_params`` still
+    grounds. Anchored to the current policy the KL is exactly 0; to a perturbed reference it is not."""
+    e = env
+    assert e["s"].beta > 0
+    far = jax.tree.map(lambda x: x * 1.5, e["ref"])
+    state = e["fresh_state"]()
+    anchor = jax.tree.map(jnp.copy, state.params)
+    _, m_ref = e["split"](e["fresh_state"](), far, e["sam_params"], e["batch"], e["shapes"])
+    _, m_anchor = e["split"](state, far, e["sam_params"], e["batch"], e["shapes"], anchor_params=anchor)
+    assert float(m_ref["kl"]) > 1e-3
+    assert abs(float(m_anchor["kl"])) < 1e-6
+    # the rollout half is the same in both (same rng, same grounder): only the KL term differs
+    np.testing.assert_allclose(float(m_anchor["reward_mean"]), float(m_ref["reward_mean"]), rtol=1e-5)
+
+
 def test_nonfinite_update_is_skipped(env):
     e = env
     state = e["fresh_state"]()

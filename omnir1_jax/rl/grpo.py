@@ -248,16 +248,22 @@ def step_metrics(s: GRPOSettings, ro: dict, upd: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------ the step
 def train_step(models: StepModels, s: GRPOSettings, spec, tx: optax.GradientTransformation, shapes: BatchShapes,
-               state: TrainState, ref_params: Any, sam_params: Any, batch: Batch) -> tuple[TrainState, dict]:
-    """One GRPO step (sample groups, ground, segment, reward, update)."""
+               state: TrainState, ref_params: Any, sam_params: Any, batch: Batch,
+               anchor_params: Any = None) -> tuple[TrainState, dict]:
+    """One GRPO step (sample groups, ground, segment, reward, update).
+
+    ``ref_params``: the frozen reference, System 2's grounder and (unless ``anchor_params`` is given) the KL
+    anchor; ``anchor_params``: a separate KL anchor (``rl.kl_anchor = "initial"``: the initial policy).
+    """
     rng = GRPOStep.step_rng(state)
     ro = rollout_and_score(models, s, spec, shapes, state.params, ref_params, sam_params, batch, rng)
-    state, upd = update(models, s, tx, state, ref_params, batch, ro)
+    state, upd = update(models, s, tx, state, ref_params if anchor_params is None else anchor_params, batch, ro)
     return state, step_metrics(s, ro, upd)
 
 
 class GRPOStep:
-    """``step(state, ref_params, sam_params, batch, shapes) -> (state, metrics)``, jitted, state donated.
+    """``step(state, ref_params, sam_params, batch, shapes[, anchor_params]) -> (state, metrics)``, jitted, state
+    donated (``anchor_params``: a KL anchor other than ``ref_params``, see :func:`train_step`).
 
     ``split=False`` (default): ONE jit for the whole step.  ``split=True``: the rollout/reward half
     (:attr:`rollout`) and the update half (:attr:`update`) are two jits — same results, lower peak memory.
@@ -268,8 +274,8 @@ class GRPOStep:
         self.split = split
         out = {} if state_shardings is None else {"out_shardings": (state_shardings, None)}
         fused = functools.partial(train_step, models, s, spec, tx)
-        self._fused = jax.jit(lambda shapes, st, ref, sam, b: fused(shapes, st, ref, sam, b), static_argnums=0,
-                              donate_argnums=1, **out)
+        self._fused = jax.jit(lambda shapes, st, ref, sam, b, anchor: fused(shapes, st, ref, sam, b, anchor),
+                              static_argnums=0, donate_argnums=1, **out)
         self.rollout = jax.jit(lambda shapes, p, ref, sam, b, rng: rollout_and_score(
             models, s, spec, shapes, p, ref, sam, b, rng), static_argnums=0)
         self.update = jax.jit(lambda st, ref, b, ro: update(models, s, tx, st, ref, b, ro), donate_argnums=0, **out)
@@ -279,11 +285,12 @@ class GRPOStep:
     def step_rng(state: TrainState) -> jax.Array:
         return jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
-    def __call__(self, state: TrainState, ref_params: Any, sam_params: Any, batch: Batch, shapes: BatchShapes):
+    def __call__(self, state: TrainState, ref_params: Any, sam_params: Any, batch: Batch, shapes: BatchShapes,
+                 anchor_params: Any = None):
         if not self.split:
-            return self._fused(shapes, state, ref_params, sam_params, batch)
+            return self._fused(shapes, state, ref_params, sam_params, batch, anchor_params)
         ro = self.rollout(shapes, state.params, ref_params, sam_params, batch, self.step_rng(state))
-        state, upd = self.update(state, ref_params, batch, ro)
+        state, upd = self.update(state, ref_params if anchor_params is None else anchor_params, batch, ro)
         return state, self.metrics(ro, upd)
 
 

@@ -119,10 +119,10 @@ def build(config, mesh: Mesh, workdir: str) -> Task:
         from omnir1_jax.eval_pipeline import grounder_module
 
         ref_model = grounder_module(model, config.model.reference_checkpoint)
-        if ref_model is not model and config.rl.beta > 0:
+        if ref_model is not model and config.rl.beta > 0 and config.rl.kl_anchor == "reference":
             raise ValueError(f"model.reference_checkpoint={config.model.reference_checkpoint} holds another "
                              "architecture than the policy: it can ground (System 2) but not anchor the KL term; "
-                             "set rl.beta=0 or use a reference of the policy's architecture")
+                             "set rl.beta=0, rl.kl_anchor=initial, or use a reference of the policy's architecture")
     models = StepModels(model, seg_model, None if ref_model is model else ref_model)
     frozen: dict[str, Any] = {}
 
@@ -142,6 +142,10 @@ def build(config, mesh: Mesh, workdir: str) -> Task:
             frozen["ref"] = jax.device_put(ref, shardings)
         else:
             frozen["ref"] = jax.tree_util.tree_map(jnp.copy, state.params) if needs_ref else None
+        # rl.kl_anchor = "initial": the KL term anchors to a frozen copy of the initial policy (the weights
+        # model.checkpoint holds; on resume init_state runs before the restore, so it is still those weights).
+        use_anchor = config.rl.beta > 0 and config.rl.kl_anchor == "initial"
+        frozen["anchor"] = jax.tree_util.tree_map(jnp.copy, state.params) if use_anchor else None
         frozen["sam"] = jax.device_put(seg_params, jax.sharding.NamedSharding(mesh, jax.P()))
         return state
 
@@ -154,7 +158,7 @@ def build(config, mesh: Mesh, workdir: str) -> Task:
             steps[task] = grpo.GRPOStep(models, s, spec, tx, split=config.rl.split_mode,
                                         state_shardings=s_shardings)
         with mesh_rules(mesh, rules):
-            state, metrics = steps[task](state, frozen["ref"], frozen["sam"], arrays, shapes)
+            state, metrics = steps[task](state, frozen["ref"], frozen["sam"], arrays, shapes, frozen["anchor"])
         metrics = dict(metrics)
         metrics["learning_rate"] = lr_schedule(state.step - 1)
         return state, metrics
