@@ -261,3 +261,22 @@ def test_periodic_evaluation_runs_the_two_system_pipeline(tmp_path):
     jf = [v for k, v in evals.items() if k.endswith("JF") and v is not None]
     assert jf and all(0.0 <= v <= 100.0 for v in jf)
     assert os.path.isdir(tmp_path / "eval" / "step_1" / "revos_test")
+
+
+def test_grpo_with_kl_anchor_and_refavs_temperature(tmp_path):
+    """The embedded GRPO config with rl.kl_anchor=initial and rl.refavs_temperature: at step 1 the policy is
+    still its initial weights, so the KL to the anchor is exactly 0 (to the shipped grounder, the reference, it
+    would not be), and the update's log-probs equal the sampler's at the RefAVS temperature."""
+    import omnir1_jax.train as train
+    from omnir1_jax.config import load_config
+
+    config = load_config(os.path.join(ROOT, "experiments", "synthetic_tiny.py"),
+                         overrides={"train.num_steps": 1, "train.eval_every": 0, "eval.final_table": False,
+                                    "train.progress_bar": False, "data.mixture": "refavs:1", "rl.beta": 0.04,
+                                    "rl.kl_anchor": "initial", "rl.refavs_temperature": 0.7,
+                                    "rl.prompts_per_step": 8, "rl.num_generations": 2})  # 8 simulated devices
+    train.main(config, str(tmp_path))
+    row = read_jsonl(os.path.join(str(tmp_path), "metrics.jsonl"))[-1]
+    assert row["step"] == 1 and "kl" in row and "reward/box_iou" in row
+    assert abs(row["kl"]) < 1e-6
+    assert row["logp_gap"] < 1e-4
