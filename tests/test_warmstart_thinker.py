@@ -88,6 +88,17 @@ def test_selection_score_adds_box_iou_and_mean_qa_exact():
     assert W.selection_score({"ground/box_iou": 0.1, "ground_crowd/box_iou": 0.3}) == pytest.approx(0.2)
 
 
+def test_caption_colour_recall_and_precision():
+    want = "<think>I see 2 objects.</think><answer>the red circle, the blue square</answer>"
+    got = ["<think>I see red.</think><answer>the red circle, the green square</answer>",  # 1 of 2; 1 of 2
+           "<think></think><answer>the blue square, the red circle</answer>",  # order does not matter
+           "<think>red blue</think><answer>the small square</answer>",  # no colour named: precision 0
+           "<answer>the red diamond"]  # cut off before </answer>: still read
+    rec, prec = W.colour_recall_precision(got, [want] * 4)
+    assert rec == pytest.approx((0.5 + 1.0 + 0.0 + 0.5) / 4) and prec == pytest.approx((0.5 + 1.0 + 0.0 + 1.0) / 4)
+    assert W.caption_colours("red, and the cyan shape") == {"red", "cyan"}
+
+
 def test_ground_crowd_example_shows_every_object_and_boxes_the_described_one(setup, monkeypatch):
     """``ground_crowd``: frame 0 of a clip whose objects are all visible there, so the answer's box must be the
     described object's among every distractor (what the grounder must read the description for)."""

@@ -272,8 +272,28 @@ def _score_ground_all(model, params, exs: Sequence[dict], tokenizer: Any, batch:
             "ground_all/parse_rate": float(np.mean(parsed))}
 
 
+def caption_colours(text: str) -> set[str]:
+    """The colour words in a caption's ``<answer>`` (the whole text when it has none)."""
+    from data_pipelines.synthetic.words import COLOURS
+
+    m = re.search(r"<answer>(.*?)(</answer>|$)", text, re.S)
+    return set(re.findall(r"[a-z]+", (m.group(1) if m else text).lower())) & set(COLOURS)
+
+
+def colour_recall_precision(got: Sequence[str], want: Sequence[str]) -> tuple[float, float]:
+    """Mean share of the clip's colours a caption names (recall) and of the named colours that are in the clip
+    (precision; a caption naming none counts 0): what the video input lets the thinker see, short of exact."""
+    rec, prec = [], []
+    for g, w in zip(got, want):
+        have, need = caption_colours(g), caption_colours(w)
+        rec.append(len(have & need) / max(len(need), 1))
+        prec.append(len(have & need) / len(have) if have else 0.0)
+    return float(np.mean(rec)), float(np.mean(prec))
+
+
 def score(model, params, shapes: T.TaskShapes, tokenizer: Any, plens: dict, n: int = 32, seed: int = 999) -> dict:
-    """Held-out skill: grounding box IoU / parse rate / no-match accuracy, exact-match rate of the QA tasks."""
+    """Held-out skill: grounding box IoU / parse rate / no-match accuracy, exact-match rate of the QA tasks,
+    and the caption's colour recall / precision."""
     rng = np.random.default_rng(seed)
     out: dict[str, float] = {}
     for task in plens:
@@ -283,6 +303,9 @@ def score(model, params, shapes: T.TaskShapes, tokenizer: Any, plens: dict, n: i
             continue
         got = greedy_answers(model, params, exs, tokenizer, plens[task], answer_tokens(task))
         out[f"{task}/exact"] = float(np.mean([g.strip() == e["answer"] for g, e in zip(got, exs)]))
+        if task == "caption":
+            out["caption/colour_recall"], out["caption/colour_precision"] = colour_recall_precision(
+                got, [e["answer"] for e in exs])
         if task.startswith("ground"):
             ious, others, picked, parsed = [], [], [], []
             for g, e in zip(got, exs):
