@@ -113,7 +113,8 @@ def build(config, mesh: Mesh, workdir: str) -> Task:
     setup = setup_policy(config, mesh, init_fn, load_fn, schedule_steps, rules)
     tx, lr_schedule, s_shardings = setup.tx, setup.lr_schedule, setup.state_shardings
     spec = build_spec(tokenizer, hires_grid, max_desc_tokens=32, vocab_size=model.config.vocab_size)
-    needs_ref = config.rl.beta > 0 or config.rl.grounder == "reference"
+    # The frozen reference grounds (System 2) and, with rl.kl_anchor = "reference", anchors the KL term.
+    needs_ref = config.rl.grounder == "reference" or (config.rl.beta > 0 and config.rl.kl_anchor == "reference")
     ref_model = model
     if needs_ref and config.model.reference_checkpoint:
         from omnir1_jax.eval_pipeline import grounder_module
