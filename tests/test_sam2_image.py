@@ -121,3 +121,31 @@ def test_sharded_image_model_matches(hf_and_jax):
     with torch.no_grad():
         ref = hf(pixel_values=torch.from_numpy(x), input_boxes=torch.from_numpy(b)).pred_masks.numpy()
     np.testing.assert_allclose(np.asarray(sharded), ref, atol=1e-4, rtol=0)
+
+
+def test_tiny_at_128_pixels_matches_hf_and_shares_the_64_pixel_parameter_shapes():
+    """``Sam2Config.tiny(128)``: box parity with transformers at 128x128 input (8x8 lowest features), and the
+    same parameter shapes as the 64-pixel preset, so a 64-pixel checkpoint initialises it (warmstart --init)."""
+    from transformers import Sam2Model as HfSam2Model
+
+    cfg = Sam2Config.tiny(128)
+    assert cfg.image_size == 128 and cfg.mask_size == 32 and cfg.memory_attention_rope_feat_sizes == (8, 8)
+    hf = HfSam2Model(cfg.to_hf(video=False)).eval()
+    randomize(hf, 1)
+    model, params = load_hf(hf)
+    assert model.cfg.image_size == 128 and model.cfg.backbone_feature_sizes == cfg.backbone_feature_sizes
+    x = np.random.RandomState(2).randn(1, 3, 128, 128).astype(np.float32)
+    boxes = np.array([[[20.0, 30.0, 90.0, 100.0]]], np.float32)
+    with torch.no_grad():
+        ref = hf(pixel_values=torch.from_numpy(x), input_boxes=torch.from_numpy(boxes))
+    out = jax.jit(lambda p, a, b: model.apply({"params": p}, a, input_boxes=b))(params, x, boxes)
+    assert out["pred_masks"].shape[-2:] == (32, 32)
+    for key in ("pred_masks", "iou_scores", "object_score_logits"):
+        np.testing.assert_allclose(np.asarray(out[key]), getattr(ref, key).numpy(), atol=1e-4, rtol=0)
+
+    small = HfSam2Model(Sam2Config.tiny().to_hf(video=False)).eval()
+    _, small_params = load_hf(small)
+    shapes = lambda t: jax.tree.map(np.shape, t)  # noqa: E731
+    assert shapes(small_params) == shapes(params)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        Sam2Config.tiny(96)

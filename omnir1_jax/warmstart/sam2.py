@@ -301,7 +301,7 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
                learning_rate: float = 3e-4, eval_clips: int = 20, progress: bool = True,
                params: Params | None = None, fixed_batch: bool = False, val_every: int = 200,
                bptt: bool = False, frames: int = TRAIN_FRAMES, warmup: int | None = None,
-               obj_pos_weight: float = OBJ_POS_WEIGHT) -> dict:
+               obj_pos_weight: float = OBJ_POS_WEIGHT, image_size: int = 64) -> dict:
     """Trains the tiny SAM2 for ``steps`` steps; returns metrics (J before/after, loss curve) and ``params``.
 
     Every ``val_every`` steps J is measured on 8 validation clips (their own RNG stream, not the reported
@@ -310,6 +310,8 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
     through the tracked-frame memories (about 3x slower per step; the shipped checkpoint was made without it).
     ``frames`` = 2 trains mostly the box -> mask skill (one or both frames are conditioning frames; several
     times cheaper per step than 8), a first phase before tracking clips (continue with ``params``).
+    ``image_size`` is the tiny SAM2's input side (:meth:`Sam2Config.tiny`); the parameter shapes do not depend
+    on it, so ``params`` trained at one size initialise another.
     """
     import optax
     from tqdm import tqdm
@@ -317,7 +319,7 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
     from omnir1_jax.models.sam2.convert import save_checkpoint
 
     t0 = time.time()
-    cfg = Sam2Config.tiny()
+    cfg = Sam2Config.tiny(image_size)
     model = Sam2VideoModel(cfg)
     params = tie_positional_embeddings(init_params(cfg, seed) if params is None else params)
     clips = heldout_clips(eval_clips, seed) if eval_clips else []
@@ -387,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--obj_pos_weight", type=float, default=OBJ_POS_WEIGHT,
                     help="weight of visible frames in the object-score BCE (1 = plain BCE)")
     ap.add_argument("--init", default="", help="continue from this SAM2 checkpoint (e.g. a --frames 1 run)")
+    ap.add_argument("--image_size", type=int, default=64,
+                    help="input side of the tiny SAM2 (a multiple of 64; memory attention runs at image_size/16)")
     a = ap.parse_args(argv)
     init = None
     if a.init:
@@ -395,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         init = load_checkpoint(a.init)[1]
     r = train_sam2(a.out, a.steps, a.seed, a.batch, a.log_every, a.lr, a.eval_clips, val_every=a.val_every,
                    bptt=a.bptt, params=init, frames=a.frames, warmup=a.warmup,
-                   obj_pos_weight=a.obj_pos_weight)
+                   obj_pos_weight=a.obj_pos_weight, image_size=a.image_size)
     keys = ("steps", "seed", "kept_step", "j_before", "j_after", "j_visible_after", "j_prompted_after",
             "absent_masked_after", "j_ceiling_16x16", "wall_s")
     print(json.dumps({k: r[k] for k in keys}

@@ -273,16 +273,26 @@ class Sam2Config:
 
     # ------------------------------------------------------------------ presets
     @classmethod
-    def tiny(cls) -> "Sam2Config":
-        """A few-hundred-kB SAM2 with the real architecture (64x64 input) for tests and the synthetic world."""
+    def tiny(cls, image_size: int = 64) -> "Sam2Config":
+        """A few-hundred-kB SAM2 with the real architecture for tests and the synthetic world.
+
+        ``image_size`` (a multiple of 64; default 64) scales only the input side and the feature-map sizes derived
+        from it (strides 4 / 8 / 16, memory attention at stride 16), so the parameter shapes do not change and a
+        checkpoint of one size initialises another.
+        """
+        if image_size <= 0 or image_size % 64:
+            raise ValueError(f"Sam2Config.tiny: image_size={image_size} must be a positive multiple of 64 "
+                             "(Hiera's last stage is image_size/32 wide and windows 2)")
+        s = image_size
         return cls(
             hiera_hidden_size=16, blocks_per_stage=(1, 2, 1, 1), embed_dim_per_stage=(16, 32, 64, 128),
             num_heads_per_stage=(1, 2, 2, 4), window_size_per_stage=(4, 4, 2, 2), global_attention_blocks=(2,),
             window_pos_embed_bkg_size=(4, 4), backbone_channel_list=(128, 64, 32, 16),
-            backbone_feature_sizes=((16, 16), (8, 8), (4, 4)), fpn_hidden_size=128, image_size=64, patch_size=16,
+            backbone_feature_sizes=((s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)), fpn_hidden_size=128,
+            image_size=s, patch_size=16,
             decoder_mlp_dim=64, decoder_num_heads=2, iou_head_hidden_dim=32, num_maskmem=3,
             max_object_pointers_in_encoder=4, memory_attention_hidden_size=128, memory_attention_num_layers=2,
-            memory_attention_ff_size=64, memory_attention_rope_feat_sizes=(4, 4), memory_encoder_hidden_size=128,
+            memory_attention_ff_size=64, memory_attention_rope_feat_sizes=(s // 16, s // 16), memory_encoder_hidden_size=128,
             memory_encoder_output_channels=64, mask_downsampler_embed_dim=128, memory_fuser_embed_dim=128,
             memory_fuser_intermediate_dim=64,
         )
