@@ -245,12 +245,15 @@ def evaluate_views(model: Sam2VideoModel, params: Params, clips: list[tuple]) ->
     ``j_visible``: only the frames where the object is visible (tracking quality, empty scores 0);
     ``j_prompted``: only the frame that got the GT box (the box -> mask skill alone);
     ``absent_masked``: share of the frames without the object that got a non-empty mask (each such frame
-    scores 0 in ``j``; the object-score gate should leave them empty).
+    scores 0 in ``j``; the object-score gate should leave them empty);
+    ``j_dist1`` / ``j_dist2`` / ``j_dist3plus``: J of the visible frames 1, 2 and >= 3 frames away from the
+    prompted one (how fast tracking decays; ``None`` where no such frame exists).
     """
     from omnir1_jax.eval_pipeline import segment_video
     from omnir1_jax.metrics.davis import jaccard
 
     views: dict[str, list[float]] = {"j": [], "j_visible": [], "j_prompted": []}
+    by_dist: dict[str, list[float]] = {"j_dist1": [], "j_dist2": [], "j_dist3plus": []}
     absent_masked: list[bool] = []
     for frames, masks, prompt in clips:
         for j, t in enumerate(prompt):
@@ -262,8 +265,13 @@ def evaluate_views(model: Sam2VideoModel, params: Params, clips: list[tuple]) ->
             visible = masks[j].reshape(len(per_frame), -1).any(-1)
             views["j_visible"].append(float(np.mean(per_frame[visible])))
             views["j_prompted"].append(float(per_frame[t]))
+            for f in np.nonzero(visible)[0]:
+                d = abs(int(f) - t)
+                if d:
+                    by_dist["j_dist1" if d == 1 else "j_dist2" if d == 2 else "j_dist3plus"].append(float(per_frame[f]))
             absent_masked.extend(np.asarray(pred).reshape(len(per_frame), -1)[~visible].any(-1).tolist())
     out = {k: float(np.mean(v)) for k, v in views.items()}
+    out |= {k: float(np.mean(v)) if v else None for k, v in by_dist.items()}
     return {**out, "absent_masked": float(np.mean(absent_masked)) if absent_masked else None}
 
 
@@ -362,6 +370,9 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
               "j_before": j_before, "j_after": j_after, "j_visible_after": views.get("j_visible"),
               "j_prompted_after": views.get("j_prompted"),
               "absent_masked_after": views.get("absent_masked"),
+              **{f"{k}_after": views.get(k) for k in ("j_dist1", "j_dist2", "j_dist3plus")},
+              "image_size": cfg.image_size,
+              # the mask-grid ceiling (16x16 at 64 px, 32x32 at 128 px; the key keeps its first name)
               "j_ceiling_16x16": ceiling_j(clips, cfg.mask_size) if clips else None, "curve": curve,
               "wall_s": round(time.time() - t0, 1)}
     if out_dir:
@@ -401,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                    bptt=a.bptt, params=init, frames=a.frames, warmup=a.warmup,
                    obj_pos_weight=a.obj_pos_weight, image_size=a.image_size)
     keys = ("steps", "seed", "kept_step", "j_before", "j_after", "j_visible_after", "j_prompted_after",
-            "absent_masked_after", "j_ceiling_16x16", "wall_s")
+            "absent_masked_after", "j_dist1_after", "j_ceiling_16x16", "wall_s")
     print(json.dumps({k: r[k] for k in keys}
                      | {"final_loss": r["curve"][-1]["loss"] if r["curve"] else None}))
 
