@@ -292,7 +292,8 @@ class Sam2Config:
             image_size=s, patch_size=16,
             decoder_mlp_dim=64, decoder_num_heads=2, iou_head_hidden_dim=32, num_maskmem=3,
             max_object_pointers_in_encoder=4, memory_attention_hidden_size=128, memory_attention_num_layers=2,
-            memory_attention_ff_size=64, memory_attention_rope_feat_sizes=(s // 16, s // 16), memory_encoder_hidden_size=128,
+            memory_attention_ff_size=64, memory_attention_rope_feat_sizes=(s // 16, s // 16),
+            memory_encoder_hidden_size=128,
             memory_encoder_output_channels=64, mask_downsampler_embed_dim=128, memory_fuser_embed_dim=128,
             memory_fuser_intermediate_dim=64,
         )
