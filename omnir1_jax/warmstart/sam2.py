@@ -268,7 +268,8 @@ def evaluate_views(model: Sam2VideoModel, params: Params, clips: list[tuple]) ->
             for f in np.nonzero(visible)[0]:
                 d = abs(int(f) - t)
                 if d:
-                    by_dist["j_dist1" if d == 1 else "j_dist2" if d == 2 else "j_dist3plus"].append(float(per_frame[f]))
+                    key = "j_dist1" if d == 1 else "j_dist2" if d == 2 else "j_dist3plus"
+                    by_dist[key].append(float(per_frame[f]))
             absent_masked.extend(np.asarray(pred).reshape(len(per_frame), -1)[~visible].any(-1).tolist())
     out = {k: float(np.mean(v)) for k, v in views.items()}
     out |= {k: float(np.mean(v)) if v else None for k, v in by_dist.items()}
