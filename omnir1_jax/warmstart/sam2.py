@@ -7,15 +7,17 @@ conditioning frames, then memory-attention tracking over every frame with the sa
 truncated at the ring buffers) — inside one jitted step, and also reads the decoder's raw outputs so every head
 gets a loss: sigmoid BCE + dice on every mask output (so the run-time choice among single/multimask outputs is
 harmless; empty targets where the object is absent), object-score BCE (a hard gate at run time, so it cannot
-learn through the masks) and IoU-prediction MSE. Clips are time-reversed half of the time, standing in for the
-reverse half of bidirectional propagation. Evaluation is DAVIS J at the original resolution through
-:func:`omnir1_jax.eval_pipeline.segment_video` (bidirectional); the params with the best J on separate
-validation clips are kept.
+learn through the masks) and IoU-prediction MSE. :class:`LossRules` changes these weights (for example SAM2's
+own rule: mask loss on visible frames only, the best multimask output only). Clips are time-reversed half of
+the time, standing in for the reverse half of bidirectional propagation. Evaluation is DAVIS J at the original
+resolution through :func:`omnir1_jax.eval_pipeline.segment_video` (bidirectional); the params with the best J
+(``--select_by``: over every frame, or over the frames with the object) on separate validation clips are kept.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import os
@@ -167,14 +169,38 @@ def _mask_loss(logits: jax.Array, target: jax.Array) -> jax.Array:
     return bce + dice
 
 
-def _heads_loss(raw: dict, target: jax.Array, weight: jax.Array, obj_pos_weight: float = OBJ_POS_WEIGHT
-                ) -> dict[str, jax.Array]:
-    """Mask (every output; empty target where absent), IoU-prediction and object-score losses.
+@dataclasses.dataclass(frozen=True)
+class LossRules:
+    """How the warm-start's losses weigh frames and heads (defaults: the shipped checkpoint's recipe).
+
+    ``obj_pos_weight``: weight of visible frames in the object-score BCE. 1 is plain BCE (a score > 0 means
+    p(visible) > 1/2); 4 moves that to 1/5, so an unsure score stays > 0 (the score is a hard gate at run time,
+    and a wrong "absent" erases a good mask).
+    ``absent_weight``: weight, in the mask and IoU losses, of the frames where the object is absent (their
+    target is an empty mask). 1: every frame alike. 0: only visible frames count and absence is left to the
+    object-score gate, as SAM2's own training loss does (``sam2/training/loss_fns.py``).
+    ``best_of``: tracked frames train only the best of their M mask outputs (SAM's rule, so the multimask
+    outputs may differ and the IoU head picks among them). False: the mean over all M. Conditioning frames
+    always train all outputs, because their box prompt uses the single-mask output at run time.
+    ``obj_weight``: weight of the object-score term in the total loss (mask and IoU terms have weight 1).
+    """
+
+    obj_pos_weight: float = OBJ_POS_WEIGHT
+    absent_weight: float = 1.0
+    best_of: bool = False
+    obj_weight: float = 1.0
+
+
+def _heads_loss(raw: dict, target: jax.Array, weight: jax.Array, rules: LossRules = LossRules(),
+                best_of: bool = False) -> dict[str, jax.Array]:
+    """Mask, IoU-prediction and object-score losses under ``rules`` (``best_of`` here, not ``rules.best_of``,
+    says whether this call takes the best output: the caller decides per kind of frame).
 
     raw: masks [..., M, h, w], iou [..., M], obj [...]; target [..., h, w]; weight [...] (which frames count).
     """
     tgt = target[..., None, :, :]
-    mask = jnp.mean(_mask_loss(raw["masks"], tgt), -1)
+    per_out = _mask_loss(raw["masks"], tgt)  # [..., M]
+    mask = jnp.where(best_of, jnp.min(per_out, -1), jnp.mean(per_out, -1))  # best_of may be traced
     hard_p, hard_t = raw["masks"] > 0, tgt > 0.5
     inter = jnp.sum(hard_p & hard_t, (-2, -1))
     union = jnp.sum(hard_p | hard_t, (-2, -1))
@@ -182,34 +208,33 @@ def _heads_loss(raw: dict, target: jax.Array, weight: jax.Array, obj_pos_weight:
     iou_l = jnp.mean(jnp.square(raw["iou"] - iou), -1)
     vis = (jnp.sum(target, (-2, -1)) > 0).astype(jnp.float32)
     x = raw["obj"]
-    # positives weighted obj_pos_weight: an unsure score stays > 0 (the score is a hard gate at run time, so a
-    # wrong "absent" erases a good mask), and absent frames are also taught through the masks (empty targets);
-    # 1 is plain BCE (a score > 0 means p(visible) > 1/2; 4 moves that to 1/5)
-    obj = obj_pos_weight * vis * jax.nn.softplus(-x) + (1 - vis) * jax.nn.softplus(x)
+    obj = rules.obj_pos_weight * vis * jax.nn.softplus(-x) + (1 - vis) * jax.nn.softplus(x)
     mean = lambda v, w: jnp.sum(w * v) / jnp.maximum(jnp.sum(w), 1.0)  # noqa: E731
-    return {"mask": mean(mask, weight), "iou": mean(iou_l, weight), "obj": mean(obj, weight)}
+    mask_w = weight * (vis + rules.absent_weight * (1 - vis))
+    return {"mask": mean(mask, mask_w), "iou": mean(iou_l, mask_w), "obj": mean(obj, weight)}
 
 
-def clip_loss(model: Sam2VideoModel, params: Params, ex: dict, bptt: bool = True,
-              obj_pos_weight: float = OBJ_POS_WEIGHT) -> tuple[jax.Array, dict]:
-    """Loss of one clip (conditioning and tracked frames, equal weight) and its parts."""
+def clip_loss(model: Sam2VideoModel, params: Params, ex: dict, bptt: bool = True, rules: LossRules = LossRules()
+              ) -> tuple[jax.Array, dict]:
+    """Loss of one clip (conditioning and tracked frames, equal weight) and its parts, under ``rules``."""
     target = ex["target"]  # [O, T, h, w]
     _, cond, craw, traw = train_forward(model, params, ex["pixels"], ex["boxes"], ex["box_valid"], bptt)
     ctarget = jnp.take_along_axis(target, cond["idx"][..., None, None], axis=1)  # [O, K, h, w]
     is_cond = jnp.any((cond["idx"][:, :, None] == jnp.arange(target.shape[1])) & cond["valid"][..., None], 1)
-    lc = _heads_loss(craw, ctarget, cond["valid"].astype(jnp.float32), obj_pos_weight)
-    lt = _heads_loss(traw, target, jnp.logical_not(is_cond).astype(jnp.float32), obj_pos_weight)
+    lc = _heads_loss(craw, ctarget, cond["valid"].astype(jnp.float32), rules)
+    lt = _heads_loss(traw, target, jnp.logical_not(is_cond).astype(jnp.float32), rules, rules.best_of)
     parts = {k: 0.5 * (lc[k] + lt[k]) for k in lc}
-    return parts["mask"] + parts["iou"] + parts["obj"], {**parts, "mask_cond": lc["mask"], "mask_track": lt["mask"]}
+    total = parts["mask"] + parts["iou"] + rules.obj_weight * parts["obj"]
+    return total, {**parts, "mask_cond": lc["mask"], "mask_track": lt["mask"]}
 
 
-def make_train_step(model: Sam2VideoModel, tx: Any, bptt: bool = True, obj_pos_weight: float = OBJ_POS_WEIGHT):
+def make_train_step(model: Sam2VideoModel, tx: Any, bptt: bool = True, rules: LossRules = LossRules()):
     """Jitted ``(params, opt_state, batch) -> (params, opt_state, metrics)`` over a batch of clips (vmap)."""
     import optax
 
     def loss_fn(params, batch):
         params = tie_positional_embeddings(params)
-        loss, parts = jax.vmap(lambda ex: clip_loss(model, params, ex, bptt, obj_pos_weight))(batch)
+        loss, parts = jax.vmap(lambda ex: clip_loss(model, params, ex, bptt, rules))(batch)
         return jnp.mean(loss), jax.tree.map(jnp.mean, parts)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
@@ -310,11 +335,13 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
                learning_rate: float = 3e-4, eval_clips: int = 20, progress: bool = True,
                params: Params | None = None, fixed_batch: bool = False, val_every: int = 200,
                bptt: bool = False, frames: int = TRAIN_FRAMES, warmup: int | None = None,
-               obj_pos_weight: float = OBJ_POS_WEIGHT, image_size: int = 64) -> dict:
+               image_size: int = 64, rules: LossRules = LossRules(), select_by: str = "j") -> dict:
     """Trains the tiny SAM2 for ``steps`` steps; returns metrics (J before/after, loss curve) and ``params``.
 
-    Every ``val_every`` steps J is measured on 8 validation clips (their own RNG stream, not the reported
-    held-out clips) and the best params are kept, which guards against late loss spikes.
+    Every ``val_every`` steps the :func:`evaluate_views` figures are measured on 8 validation clips (their own
+    RNG stream, not the reported held-out clips) and the params best by ``select_by`` (``j``: every frame;
+    ``j_visible``: the frames with the object, which does not reward blank tracks) are kept, which guards
+    against late loss spikes. ``rules``: the loss weights (:class:`LossRules`).
     ``fixed_batch`` repeats the first batch every step (an overfitting check for tests). ``bptt`` backpropagates
     through the tracked-frame memories (about 3x slower per step; the shipped checkpoint was made without it).
     ``frames`` = 2 trains mostly the box -> mask skill (one or both frames are conditioning frames; several
@@ -327,6 +354,8 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
 
     from omnir1_jax.models.sam2.convert import save_checkpoint
 
+    if select_by not in ("j", "j_visible"):
+        raise ValueError(f"train_sam2: select_by={select_by!r}; expected 'j' or 'j_visible'")
     t0 = time.time()
     cfg = Sam2Config.tiny(image_size)
     model = Sam2VideoModel(cfg)
@@ -340,7 +369,7 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
     tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(sched, b2=0.99, eps=1e-6, weight_decay=0.0))
     opt_state = tx.init(params)
     params = jax.tree.map(jnp.array, params)  # the step donates its inputs
-    step = make_train_step(model, tx, bptt, obj_pos_weight)
+    step = make_train_step(model, tx, bptt, rules)
     rng = np.random.default_rng(seed)
     curve, run, first = [], [], sample_batch(rng, cfg, batch, frames)
     bar = tqdm(range(steps), desc="warm-start sam2", disable=not progress, dynamic_ncols=True)
@@ -357,16 +386,18 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
             bar.set_postfix(loss=f"{row['loss']:.4f}")
             if val and ((i + 1) % val_every == 0 or i + 1 == steps):
                 host = tie_positional_embeddings(jax.device_get(params))
-                row["val_j"] = round(evaluate_j(model, host, val), 4)
-                if row["val_j"] > best[0]:
-                    best = (row["val_j"], i + 1, host)
+                vv = evaluate_views(model, host, val)
+                row |= {f"val_{k}": round(vv[k], 4) for k in ("j", "j_visible", "j_dist1") if vv[k] is not None}
+                if vv[select_by] > best[0]:
+                    best = (vv[select_by], i + 1, host)
             if progress:
                 bar.write(json.dumps(row))
     params = tie_positional_embeddings(jax.device_get(params) if best[2] is None else best[2])
     views = evaluate_views(model, params, clips) if clips else {}
     j_after = views.get("j")
     result = {"steps": steps, "seed": seed, "batch": batch, "learning_rate": learning_rate,
-              "train_frames": frames, "warmup": warmup, "bptt": bptt, "obj_pos_weight": obj_pos_weight,
+              "train_frames": frames, "warmup": warmup, "bptt": bptt, **dataclasses.asdict(rules),
+              "select_by": select_by,
               "eval_clips": eval_clips, "kept_step": best[1] or steps,
               "j_before": j_before, "j_after": j_after, "j_visible_after": views.get("j_visible"),
               "j_prompted_after": views.get("j_prompted"),
@@ -400,6 +431,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default steps / 10)")
     ap.add_argument("--obj_pos_weight", type=float, default=OBJ_POS_WEIGHT,
                     help="weight of visible frames in the object-score BCE (1 = plain BCE)")
+    ap.add_argument("--absent_weight", type=float, default=1.0,
+                    help="weight of absent-object frames (empty targets) in the mask loss; 0: visible frames "
+                         "only, absence left to the object-score gate (SAM2's rule)")
+    ap.add_argument("--obj_weight", type=float, default=1.0,
+                    help="weight of the object-score loss (the presence gate) against the mask and IoU losses")
+    ap.add_argument("--best_of", action="store_true",
+                    help="tracked frames: mask loss of the best multimask output only (SAM's rule)")
+    ap.add_argument("--select_by", default="j", choices=("j", "j_visible"),
+                    help="validation figure that picks the kept params")
     ap.add_argument("--init", default="", help="continue from this SAM2 checkpoint (e.g. a --frames 1 run)")
     ap.add_argument("--image_size", type=int, default=64,
                     help="input side of the tiny SAM2 (a multiple of 64; memory attention runs at image_size/16)")
@@ -411,7 +451,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         init = load_checkpoint(a.init)[1]
     r = train_sam2(a.out, a.steps, a.seed, a.batch, a.log_every, a.lr, a.eval_clips, val_every=a.val_every,
                    bptt=a.bptt, params=init, frames=a.frames, warmup=a.warmup,
-                   obj_pos_weight=a.obj_pos_weight, image_size=a.image_size)
+                   image_size=a.image_size, select_by=a.select_by,
+                   rules=LossRules(a.obj_pos_weight, a.absent_weight, a.best_of, a.obj_weight))
     keys = ("steps", "seed", "kept_step", "j_before", "j_after", "j_visible_after", "j_prompted_after",
             "absent_masked_after", "j_dist1_after", "j_ceiling_16x16", "wall_s")
     print(json.dumps({k: r[k] for k in keys}
