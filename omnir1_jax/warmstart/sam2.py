@@ -171,7 +171,8 @@ def _mask_loss(logits: jax.Array, target: jax.Array) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class LossRules:
-    """How the warm-start's losses weigh frames and heads (defaults: the shipped checkpoint's recipe).
+    """How the warm-start's losses weigh frames and heads (defaults: the recipe of stages 1 and 2; the shipped
+    stage 3 continued stage 2 with ``absent_weight=0``, see the assets README).
 
     ``obj_pos_weight``: weight of visible frames in the object-score BCE. 1 is plain BCE (a score > 0 means
     p(visible) > 1/2); 4 moves that to 1/5, so an unsure score stays > 0 (the score is a hard gate at run time,
