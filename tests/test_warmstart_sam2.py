@@ -92,7 +92,7 @@ def test_mask_loss_rules_absent_frames_and_best_of():
     assert float(vis_only["obj"]) == pytest.approx(float(full["obj"]), rel=1e-6)  # absence still taught here
     half = W._heads_loss(raw, target, both, W.LossRules(absent_weight=0.5))
     assert float(half["mask"]) == pytest.approx((per[0].mean() + 0.5 * per[1].mean()) / 1.5, rel=1e-5)
-    best = W._heads_loss(raw, target, both, W.LossRules(absent_weight=0.0), best_of=True)
+    best = W._heads_loss(raw, target, both, W.LossRules(absent_weight=0.0, best_of=True))
     assert float(best["mask"]) == pytest.approx(per[0, 0], rel=1e-5)
     # with no visible frame in the weight the mask loss is 0, not NaN
     absent_only = W._heads_loss(raw, target, jnp.array([0.0, 1.0]), W.LossRules(absent_weight=0.0))

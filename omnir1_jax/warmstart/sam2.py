@@ -192,16 +192,15 @@ class LossRules:
     obj_weight: float = 1.0
 
 
-def _heads_loss(raw: dict, target: jax.Array, weight: jax.Array, rules: LossRules = LossRules(),
-                best_of: bool = False) -> dict[str, jax.Array]:
-    """Mask, IoU-prediction and object-score losses under ``rules`` (``best_of`` here, not ``rules.best_of``,
-    says whether this call takes the best output: the caller decides per kind of frame).
+def _heads_loss(raw: dict, target: jax.Array, weight: jax.Array, rules: LossRules = LossRules()
+                ) -> dict[str, jax.Array]:
+    """Mask, IoU-prediction and object-score losses of one kind of frame under ``rules``.
 
     raw: masks [..., M, h, w], iou [..., M], obj [...]; target [..., h, w]; weight [...] (which frames count).
     """
     tgt = target[..., None, :, :]
     per_out = _mask_loss(raw["masks"], tgt)  # [..., M]
-    mask = jnp.where(best_of, jnp.min(per_out, -1), jnp.mean(per_out, -1))  # best_of may be traced
+    mask = jnp.where(rules.best_of, jnp.min(per_out, -1), jnp.mean(per_out, -1))  # best_of may be traced
     hard_p, hard_t = raw["masks"] > 0, tgt > 0.5
     inter = jnp.sum(hard_p & hard_t, (-2, -1))
     union = jnp.sum(hard_p | hard_t, (-2, -1))
@@ -222,8 +221,8 @@ def clip_loss(model: Sam2VideoModel, params: Params, ex: dict, bptt: bool = True
     _, cond, craw, traw = train_forward(model, params, ex["pixels"], ex["boxes"], ex["box_valid"], bptt)
     ctarget = jnp.take_along_axis(target, cond["idx"][..., None, None], axis=1)  # [O, K, h, w]
     is_cond = jnp.any((cond["idx"][:, :, None] == jnp.arange(target.shape[1])) & cond["valid"][..., None], 1)
-    lc = _heads_loss(craw, ctarget, cond["valid"].astype(jnp.float32), rules)
-    lt = _heads_loss(traw, target, jnp.logical_not(is_cond).astype(jnp.float32), rules, rules.best_of)
+    lc = _heads_loss(craw, ctarget, cond["valid"].astype(jnp.float32), dataclasses.replace(rules, best_of=False))
+    lt = _heads_loss(traw, target, jnp.logical_not(is_cond).astype(jnp.float32), rules)
     parts = {k: 0.5 * (lc[k] + lt[k]) for k in lc}
     total = parts["mask"] + parts["iou"] + rules.obj_weight * parts["obj"]
     return total, {**parts, "mask_cond": lc["mask"], "mask_track": lt["mask"]}
