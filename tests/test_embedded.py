@@ -4,7 +4,7 @@ import json
 import math
 import os
 
-
+from conftest import subprocess_xla_flags
 from omnir1_jax import embedded
 from omnir1_jax.config import load_config
 
@@ -64,8 +64,8 @@ def test_main_command_prints_table_and_writes_results(tmp_path):
             "eval.batch_size": 2}
     cmd = [sys.executable, "-m", "omnir1_jax.train", f"--config={root}/{CONFIG}", f"--workdir={tmp_path}"]
     cmd += [f"--config.{k}={v}" for k, v in over.items()]
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    p = subprocess.run(cmd, env={**env, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=900)
+    env = dict(os.environ, XLA_FLAGS=subprocess_xla_flags(), JAX_PLATFORMS="cpu")
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.load(open(tmp_path / "results.json"))
     assert set(res) == {"refavs_test", "revos_test"}

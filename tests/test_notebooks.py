@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 from PIL import Image
+from conftest import subprocess_xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NB_DIR = os.path.join(ROOT, "notebooks")
@@ -32,9 +33,7 @@ def kernel_env(tmp_path_factory):
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMNIR1_")}
-    flags = re.sub(r"--xla_force_host_platform_device_count=\d+", "", env.get("XLA_FLAGS", "")).strip()
-    env.update(XLA_FLAGS=flags, JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false",
-               JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("xla_cache")),
+    env.update(XLA_FLAGS=subprocess_xla_flags(), JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false",
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
                MPLBACKEND="Agg")
     try:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import subprocess_xla_flags
 
 from omnir1_jax import plan
 
@@ -19,7 +20,7 @@ TINY = os.path.join(ROOT, "experiments", "synthetic_tiny.py") + ":released"
 def _plan(tmp_path, name: str, *args: str) -> tuple[str, dict]:
     """Runs the console entry in a fresh interpreter (it forces the CPU device count per mesh)."""
     out = tmp_path / f"{name}.json"
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = dict(os.environ, XLA_FLAGS=subprocess_xla_flags())
     proc = subprocess.run([sys.executable, "-m", "omnir1_jax.plan", "--config", TINY, "--json", str(out),
                            "--config.rl.prompts_per_step=4", *args], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=600)

@@ -16,6 +16,7 @@ import sys
 import time
 
 import pytest
+from conftest import subprocess_xla_flags
 
 from omnir1_jax.logs import read_jsonl
 
@@ -34,20 +35,10 @@ def _cmd(workdir, data, **overrides):
             f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _compile_cache(tmp_path_factory):
-    """One persistent XLA cache for all runs of this module: later runs skip compiling the step."""
-    global _CACHE
-    _CACHE = str(tmp_path_factory.mktemp("xla_cache"))
-
-
-_CACHE = ""
-
-
 def _env():
+    """The session's persistent XLA cache (conftest) is inherited: later runs skip compiling the step."""
     env = dict(os.environ)
-    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
-               TOKENIZERS_PARALLELISM="false", JAX_COMPILATION_CACHE_DIR=_CACHE,
+    env.update(XLA_FLAGS=subprocess_xla_flags(2), JAX_PLATFORMS="cpu", TOKENIZERS_PARALLELISM="false",
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     return env
 
