@@ -429,12 +429,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--bptt", action="store_true", help="backpropagate through tracked-frame memories")
     ap.add_argument("--frames", type=int, default=TRAIN_FRAMES, help="frames per training clip (>= 2; 2: mostly box -> mask)")
     ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default steps / 10)")
-    ap.add_argument("--obj_pos_weight", type=float, default=OBJ_POS_WEIGHT,
+    ap.add_argument("--obj_pos_weight", type=float, default=LossRules.obj_pos_weight,
                     help="weight of visible frames in the object-score BCE (1 = plain BCE)")
-    ap.add_argument("--absent_weight", type=float, default=1.0,
+    ap.add_argument("--absent_weight", type=float, default=LossRules.absent_weight,
                     help="weight of absent-object frames (empty targets) in the mask loss; 0: visible frames "
                          "only, absence left to the object-score gate (SAM2's rule)")
-    ap.add_argument("--obj_weight", type=float, default=1.0,
+    ap.add_argument("--obj_weight", type=float, default=LossRules.obj_weight,
                     help="weight of the object-score loss (the presence gate) against the mask and IoU losses")
     ap.add_argument("--best_of", action="store_true",
                     help="tracked frames: mask loss of the best multimask output only (SAM's rule)")
