@@ -51,6 +51,35 @@ def test_sample_example_shapes_and_targets():
     assert short["target"].shape == (3, o, 2, h, h) and short["box_valid"].any(axis=2).all()
 
 
+def _mean_jump(ex: dict) -> float:
+    """Mean move of each tracked object's mask centre between consecutive frames where it is visible."""
+    tgt = ex["target"]  # [O, T, h, w]
+    ys, xs = np.mgrid[: tgt.shape[-2], : tgt.shape[-1]]
+    jumps = []
+    for track in tgt:
+        area = track.sum((-2, -1))
+        c = np.stack([(track * ys).sum((-2, -1)), (track * xs).sum((-2, -1))], -1) / np.maximum(area, 1e-6)[:, None]
+        for a, b in zip(range(len(track) - 1), range(1, len(track))):
+            if area[a] > 0 and area[b] > 0:
+                jumps.append(np.hypot(*(c[b] - c[a])))
+    return float(np.mean(jumps)) if jumps else 0.0
+
+
+def test_shuffle_frames_breaks_motion_and_defaults_to_off():
+    """``shuffle_frames`` puts a clip's frames in a random order (objects jump), and 0 leaves the sampler exactly
+    as the shipped recipes drew their clips."""
+    cfg = Sam2Config.tiny()
+    a = W.sample_example(np.random.default_rng(3), cfg)
+    b = W.sample_example(np.random.default_rng(3), cfg, shuffle_frames=0.0)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    smooth = [_mean_jump(W.sample_example(np.random.default_rng(s), cfg)) for s in range(12)]
+    jumpy = [_mean_jump(W.sample_example(np.random.default_rng(s), cfg, shuffle_frames=1.0)) for s in range(12)]
+    assert np.mean(jumpy) > 1.5 * np.mean(smooth), (smooth, jumpy)  # cells of the 16x16 grid
+    ex = W.sample_example(np.random.default_rng(9), cfg, shuffle_frames=1.0)
+    vis = ex["target"].sum((-2, -1)) > 0
+    assert np.all(vis[ex["box_valid"]])  # prompts still sit on frames that show their object
+
+
 def test_pool_masks_is_area_average():
     m = np.zeros((96, 128), np.uint8)
     m[:6, :8] = 1  # exactly one low-res cell
@@ -151,6 +180,10 @@ def test_shipped_checkpoint_segments_heldout_clips(shipped, clips):
     # (0.44) is no better than empty masks (0.45); the assets README's fifteenth round has the numbers
     assert got["absent_masked"] > 0.3 and abs(got["j"] - rnd["j"]) < 0.1, (got, rnd)
     assert rnd["absent_masked"] == 0.0 and 0.0 <= got["absent_masked"] <= 1.0  # random weights: empty masks
+    # the gate is an objectness detector, not an identity check (seventeenth round): on these clips it masks
+    # every target-free frame where another object is on screen (1.0) and no frame that is empty (0.0)
+    assert got["absent_masked_with_others"] > 0.8 and got["absent_masked_alone"] < 0.2, got
+    assert rnd["absent_masked_with_others"] == rnd["absent_masked_alone"] == 0.0, rnd
 
 
 def test_clip_loss_passes_the_mask_rules_through(shipped):

@@ -55,8 +55,15 @@ def pool_masks(masks: np.ndarray, size: int) -> np.ndarray:
 
 
 def sample_example(rng: np.random.Generator, cfg: Sam2Config, t_len: int = TRAIN_FRAMES,
-                   num_objects: int = TRAIN_OBJECTS, jitter: float = 3.0) -> dict[str, np.ndarray]:
-    """One training clip: pixels [T,3,S,S], boxes [O,T,4] (SAM2 pixels), box_valid [O,T], target [O,T,h,w]."""
+                   num_objects: int = TRAIN_OBJECTS, jitter: float = 3.0, shuffle_frames: float = 0.0
+                   ) -> dict[str, np.ndarray]:
+    """One training clip: pixels [T,3,S,S], boxes [O,T,4] (SAM2 pixels), box_valid [O,T], target [O,T,h,w].
+
+    ``shuffle_frames``: the share of clips whose frames are put in a random order (frames and masks alike).
+    Objects then jump between frames, so where the object was last seen says nothing about where it is now and
+    the tracker must find it again by its looks; it is also the only way such a clip tells a target-free frame
+    from a frame with another object where the target was.
+    """
     from data_pipelines.preprocess_sam2 import sam2_preprocess
     from data_pipelines.synthetic.render import render_clip
     from data_pipelines.synthetic.world import make_clip
@@ -68,6 +75,9 @@ def sample_example(rng: np.random.Generator, cfg: Sam2Config, t_len: int = TRAIN
         frames, masks = frames[s:s + t_len], masks[:, s:s + t_len]
         if rng.random() < 0.5:  # time reversal: the reverse pass of bidirectional propagation
             frames, masks = frames[::-1], masks[:, ::-1]
+        if shuffle_frames and rng.random() < shuffle_frames:
+            order = rng.permutation(t_len)
+            frames, masks = frames[order], masks[:, order]
         vis = masks.reshape(*masks.shape[:2], -1).any(-1)  # [O_all, T]
         cands = np.nonzero(vis.any(-1))[0]
         if len(cands):
@@ -88,10 +98,10 @@ def sample_example(rng: np.random.Generator, cfg: Sam2Config, t_len: int = TRAIN
             "target": pool_masks(masks[pick], cfg.mask_size)}
 
 
-def sample_batch(rng: np.random.Generator, cfg: Sam2Config, batch: int, frames: int = TRAIN_FRAMES
-                 ) -> dict[str, np.ndarray]:
+def sample_batch(rng: np.random.Generator, cfg: Sam2Config, batch: int, frames: int = TRAIN_FRAMES,
+                 shuffle_frames: float = 0.0) -> dict[str, np.ndarray]:
     """``batch`` stacked :func:`sample_example` clips of ``frames`` frames."""
-    exs = [sample_example(rng, cfg, frames) for _ in range(batch)]
+    exs = [sample_example(rng, cfg, frames, shuffle_frames=shuffle_frames) for _ in range(batch)]
     return {k: np.stack([e[k] for e in exs]) for k in exs[0]}
 
 
@@ -270,7 +280,10 @@ def evaluate_views(model: Sam2VideoModel, params: Params, clips: list[tuple]) ->
     ``j_visible``: only the frames where the object is visible (tracking quality, empty scores 0);
     ``j_prompted``: only the frame that got the GT box (the box -> mask skill alone);
     ``absent_masked``: share of the frames without the object that got a non-empty mask (each such frame
-    scores 0 in ``j``; the object-score gate should leave them empty);
+    scores 0 in ``j``; the object-score gate should leave them empty), and the same share split by whether
+    another object is on screen (``absent_masked_with_others``: the gate must tell the object from the others;
+    ``absent_masked_alone``: an empty frame, which any objectness detector leaves empty; ``None`` where no
+    such frame exists);
     ``j_dist1`` / ``j_dist2`` / ``j_dist3plus``: J of the visible frames 1, 2 and >= 3 frames away from the
     prompted one (how fast tracking decays; ``None`` where no such frame exists).
     """
@@ -280,10 +293,12 @@ def evaluate_views(model: Sam2VideoModel, params: Params, clips: list[tuple]) ->
     views: dict[str, list[float]] = {"j": [], "j_visible": [], "j_prompted": []}
     by_dist: dict[str, list[float]] = {"j_dist1": [], "j_dist2": [], "j_dist3plus": []}
     absent_masked: list[bool] = []
+    masked_by_others: dict[bool, list[bool]] = {True: [], False: []}
     for frames, masks, prompt in clips:
         for j, t in enumerate(prompt):
             if t < 0:
                 continue
+            others = np.delete(masks, j, 0).reshape(len(masks) - 1, len(frames), -1).any((0, 2))  # [T]
             pred = segment_video(model, params, frames, _box(masks[j, t])[None], np.array([t]))
             per_frame = jaccard(pred, masks[j])
             views["j"].append(float(np.mean(per_frame)))
@@ -295,10 +310,15 @@ def evaluate_views(model: Sam2VideoModel, params: Params, clips: list[tuple]) ->
                 if d:
                     key = "j_dist1" if d == 1 else "j_dist2" if d == 2 else "j_dist3plus"
                     by_dist[key].append(float(per_frame[f]))
-            absent_masked.extend(np.asarray(pred).reshape(len(per_frame), -1)[~visible].any(-1).tolist())
+            masked = np.asarray(pred).reshape(len(per_frame), -1).any(-1)
+            absent_masked.extend(masked[~visible].tolist())
+            for f in np.nonzero(~visible)[0]:
+                masked_by_others[bool(others[f])].append(bool(masked[f]))
     out = {k: float(np.mean(v)) for k, v in views.items()}
     out |= {k: float(np.mean(v)) if v else None for k, v in by_dist.items()}
-    return {**out, "absent_masked": float(np.mean(absent_masked)) if absent_masked else None}
+    share = lambda v: float(np.mean(v)) if v else None  # noqa: E731
+    return {**out, "absent_masked": share(absent_masked), "absent_masked_with_others": share(masked_by_others[True]),
+            "absent_masked_alone": share(masked_by_others[False])}
 
 
 def evaluate_j(model: Sam2VideoModel, params: Params, clips: list[tuple], visible_only: bool = False) -> float:
@@ -335,7 +355,8 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
                learning_rate: float = 3e-4, eval_clips: int = 20, progress: bool = True,
                params: Params | None = None, fixed_batch: bool = False, val_every: int = 200,
                bptt: bool = False, frames: int = TRAIN_FRAMES, warmup: int | None = None,
-               image_size: int = 64, rules: LossRules = LossRules(), select_by: str = "j") -> dict:
+               image_size: int = 64, rules: LossRules = LossRules(), select_by: str = "j",
+               shuffle_frames: float = 0.0) -> dict:
     """Trains the tiny SAM2 for ``steps`` steps; returns metrics (J before/after, loss curve) and ``params``.
 
     Every ``val_every`` steps the :func:`evaluate_views` figures are measured on 8 validation clips (their own
@@ -371,12 +392,12 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
     params = jax.tree.map(jnp.array, params)  # the step donates its inputs
     step = make_train_step(model, tx, bptt, rules)
     rng = np.random.default_rng(seed)
-    curve, run, first = [], [], sample_batch(rng, cfg, batch, frames)
+    curve, run, first = [], [], sample_batch(rng, cfg, batch, frames, shuffle_frames)
     bar = tqdm(range(steps), desc="warm-start sam2", disable=not progress, dynamic_ncols=True)
     val = heldout_clips(8, seed + 1_000, frames=(8,)) if val_every and eval_clips else []
     best = (-1.0, 0, None)
     for i in bar:
-        data = first if fixed_batch or i == 0 else sample_batch(rng, cfg, batch, frames)
+        data = first if fixed_batch or i == 0 else sample_batch(rng, cfg, batch, frames, shuffle_frames)
         params, opt_state, m = step(params, opt_state, data)
         run.append(m)
         if (i + 1) % log_every == 0 or i + 1 == steps:
@@ -387,7 +408,8 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
             if val and ((i + 1) % val_every == 0 or i + 1 == steps):
                 host = tie_positional_embeddings(jax.device_get(params))
                 vv = evaluate_views(model, host, val)
-                row |= {f"val_{k}": round(vv[k], 4) for k in ("j", "j_visible", "j_dist1") if vv[k] is not None}
+                row |= {f"val_{k}": round(vv[k], 4) for k in ("j", "j_visible", "j_dist1", "absent_masked_with_others")
+                          if vv[k] is not None}
                 if vv[select_by] > best[0]:
                     best = (vv[select_by], i + 1, host)
             if progress:
@@ -396,12 +418,13 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
     views = evaluate_views(model, params, clips) if clips else {}
     j_after = views.get("j")
     result = {"steps": steps, "seed": seed, "batch": batch, "learning_rate": learning_rate,
-              "train_frames": frames, "warmup": warmup, "bptt": bptt, **dataclasses.asdict(rules),
+              "train_frames": frames, "shuffle_frames": shuffle_frames, "warmup": warmup, "bptt": bptt, **dataclasses.asdict(rules),
               "select_by": select_by,
               "eval_clips": eval_clips, "kept_step": best[1] or steps,
               "j_before": j_before, "j_after": j_after, "j_visible_after": views.get("j_visible"),
               "j_prompted_after": views.get("j_prompted"),
               "absent_masked_after": views.get("absent_masked"),
+              **{f"{k}_after": views.get(k) for k in ("absent_masked_with_others", "absent_masked_alone")},
               **{f"{k}_after": views.get(k) for k in ("j_dist1", "j_dist2", "j_dist3plus")},
               "image_size": cfg.image_size,
               # the mask-grid ceiling (16x16 at 64 px, 32x32 at 128 px; the key keeps its first name)
@@ -440,6 +463,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="tracked frames: mask loss of the best multimask output only (SAM's rule)")
     ap.add_argument("--select_by", default="j", choices=("j", "j_visible"),
                     help="validation figure that picks the kept params")
+    ap.add_argument("--shuffle_frames", type=float, default=0.0,
+                    help="share of training clips with their frames in a random order (tracking by looks)")
     ap.add_argument("--init", default="", help="continue from this SAM2 checkpoint (e.g. a --frames 1 run)")
     ap.add_argument("--image_size", type=int, default=64,
                     help="input side of the tiny SAM2 (a multiple of 64; memory attention runs at image_size/16)")
@@ -451,10 +476,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         init = load_checkpoint(a.init)[1]
     r = train_sam2(a.out, a.steps, a.seed, a.batch, a.log_every, a.lr, a.eval_clips, val_every=a.val_every,
                    bptt=a.bptt, params=init, frames=a.frames, warmup=a.warmup,
-                   image_size=a.image_size, select_by=a.select_by,
+                   image_size=a.image_size, select_by=a.select_by, shuffle_frames=a.shuffle_frames,
                    rules=LossRules(a.obj_pos_weight, a.absent_weight, a.best_of, a.obj_weight))
     keys = ("steps", "seed", "kept_step", "j_before", "j_after", "j_visible_after", "j_prompted_after",
-            "absent_masked_after", "j_dist1_after", "j_ceiling_16x16", "wall_s")
+            "absent_masked_after", "absent_masked_with_others_after", "absent_masked_alone_after", "j_dist1_after",
+            "j_ceiling_16x16", "wall_s")
     print(json.dumps({k: r[k] for k in keys}
                      | {"final_loss": r["curve"][-1]["loss"] if r["curve"] else None}))
 
