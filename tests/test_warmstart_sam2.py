@@ -203,3 +203,43 @@ def test_clip_loss_passes_the_mask_rules_through(shipped):
     assert float(sam2_rule["obj"]) == pytest.approx(float(full["obj"]), rel=1e-6)
     with pytest.raises(ValueError, match="select_by"):
         W.train_sam2(None, steps=1, eval_clips=0, progress=False, select_by="loss")
+
+
+def test_probe_shows_objectness_gate_and_order_free_tracks(shipped):
+    """``sam2_probe`` on the shipped tracker (seventeenth round): its object score is > 0 on every target-free
+    frame with another object on screen and on none that is empty, and shuffling a clip's frames leaves its
+    tracks nearly unchanged (it re-detects the object from the prompted frame)."""
+    from omnir1_jax.warmstart import sam2_probe as P
+
+    model, params = shipped
+    params = W.tie_positional_embeddings(params)
+    clips = W.heldout_clips(2, seed=123, frames=(8,))
+    perm = P.shuffled(clips, seed=0)
+    assert not np.array_equal(perm[0][0], clips[0][0])  # the frames really moved ...
+    assert all(np.array_equal(pc[0][pc[2][j]], c[0][t]) for c, pc in zip(clips, perm)
+               for j, t in enumerate(c[2]) if t >= 0)  # ... and each prompt moved with its frame
+    split = P.score_by_objects(model, params, clips)
+    assert split["visible"]["score_above_0"] > 0.9 and split["others_0"]["score_above_0"] < 0.1, split
+    assert split["others_1"]["frames"] > 0 and split["others_1"]["score_above_0"] > 0.9, split
+    order = P.order_sensitivity(model, params, clips)
+    assert order["frames"] > 0 and order["mask_iou"] > 0.9, order
+
+
+def test_shipped_128_pixel_tracker_is_a_drop_in_checkpoint(shipped):
+    """``sam2_128/`` (seventeenth round, not the default) is the same tiny SAM2 at 128-pixel input: the same
+    parameter shapes as the default checkpoint, so ``segmenter.checkpoint`` can point at either, and its record
+    names the command that made it from the default one."""
+    import json
+
+    model, params = shipped
+    other = os.path.join(SHIPPED, os.pardir, "sam2_128")
+    model128, params128 = load_checkpoint(other)
+    assert model128.cfg == Sam2Config.tiny(128) and model.cfg.image_size == 64
+    shapes = lambda p: jax.tree.map(lambda x: tuple(x.shape), p)  # noqa: E731
+    assert shapes(params128) == shapes(params)
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params128), jax.tree.leaves(params)))
+    with open(os.path.join(other, "warmstart.json")) as fh:
+        record = json.load(fh)
+    assert "--image_size 128" in record["command"]
+    assert "--init omnir1_jax/assets/synthetic_tiny/sam2 " in record["command"]
+    assert record["image_size"] == 128 and record["j_visible_after"] > 0.5

@@ -61,8 +61,8 @@ def sample_example(rng: np.random.Generator, cfg: Sam2Config, t_len: int = TRAIN
 
     ``shuffle_frames``: the share of clips whose frames are put in a random order (frames and masks alike).
     Objects then jump between frames, so where the object was last seen says nothing about where it is now and
-    the tracker must find it again by its looks; it is also the only way such a clip tells a target-free frame
-    from a frame with another object where the target was.
+    the tracker must find it again by its looks (the seventeenth round of the assets README: the shipped
+    tracker already does, so this changed nothing there).
     """
     from data_pipelines.preprocess_sam2 import sam2_preprocess
     from data_pipelines.synthetic.render import render_clip
@@ -408,8 +408,8 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
             if val and ((i + 1) % val_every == 0 or i + 1 == steps):
                 host = tie_positional_embeddings(jax.device_get(params))
                 vv = evaluate_views(model, host, val)
-                row |= {f"val_{k}": round(vv[k], 4) for k in ("j", "j_visible", "j_dist1", "absent_masked_with_others")
-                          if vv[k] is not None}
+                logged = ("j", "j_visible", "j_dist1", "absent_masked_with_others")
+                row |= {f"val_{k}": round(vv[k], 4) for k in logged if vv[k] is not None}
                 if vv[select_by] > best[0]:
                     best = (vv[select_by], i + 1, host)
             if progress:
@@ -418,8 +418,8 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
     views = evaluate_views(model, params, clips) if clips else {}
     j_after = views.get("j")
     result = {"steps": steps, "seed": seed, "batch": batch, "learning_rate": learning_rate,
-              "train_frames": frames, "shuffle_frames": shuffle_frames, "warmup": warmup, "bptt": bptt, **dataclasses.asdict(rules),
-              "select_by": select_by,
+              "train_frames": frames, "shuffle_frames": shuffle_frames, "warmup": warmup, "bptt": bptt,
+              **dataclasses.asdict(rules), "select_by": select_by,
               "eval_clips": eval_clips, "kept_step": best[1] or steps,
               "j_before": j_before, "j_after": j_after, "j_visible_after": views.get("j_visible"),
               "j_prompted_after": views.get("j_prompted"),
