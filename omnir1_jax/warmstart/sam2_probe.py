@@ -63,6 +63,7 @@ def score_by_objects(model: Any, params: Params, clips: list[tuple], max_others:
 
 
 def _orders(clips: list[tuple], seed: int) -> list[np.ndarray]:
+    """One random frame order per clip, from ``seed`` (``shuffled`` and ``order_sensitivity`` share them)."""
     rng = np.random.default_rng(seed)
     return [rng.permutation(len(frames)) for frames, _, _ in clips]
 
