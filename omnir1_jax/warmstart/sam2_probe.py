@@ -87,18 +87,19 @@ def order_sensitivity(model: Any, params: Params, clips: list[tuple], seed: int 
 
     size = model.cfg.image_size
 
-    def track(frames, masks, j, t):
+    def track(pixels, masks, j, t):
         boxes, valid = _prompt(masks, j, t, size)
-        logits = _propagate(model, params, jnp.asarray(sam2_preprocess(frames, size)), jnp.asarray(boxes),
-                            jnp.asarray(valid), "bidirectional", False)
+        logits = _propagate(model, params, pixels, jnp.asarray(boxes), jnp.asarray(valid), "bidirectional", False)
         return np.asarray(logits)[0]  # [T, h, w]
 
     worst, ious = 0.0, []
     for (frames, masks, prompt), order, perm in zip(clips, _orders(clips, seed), shuffled(clips, seed)):
         where = np.argsort(order)
+        pixels = jnp.asarray(sam2_preprocess(frames, size))  # once per clip; the shuffled clip is a reindex
+        spixels = pixels[jnp.asarray(order)]
         for j, t in enumerate(prompt):
             if t >= 0:
-                a, b = track(frames, masks, j, t), track(perm[0], perm[1], j, perm[2][j])[where]
+                a, b = track(pixels, masks, j, t), track(spixels, perm[1], j, perm[2][j])[where]
                 worst = max(worst, float(np.abs(a - b).max()))
                 for fa, fb in zip(a > 0, b > 0):
                     if (fa | fb).any():
