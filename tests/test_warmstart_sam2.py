@@ -205,6 +205,118 @@ def test_clip_loss_passes_the_mask_rules_through(shipped):
         W.train_sam2(None, steps=1, eval_clips=0, progress=False, select_by="loss")
 
 
+def test_sample_example_names_each_tracked_objects_identity():
+    """``identity`` [O, 2] is the colour and shape index of each tracked object: the clip the sampler drew is
+    re-made from the same seed (its first two draws) and each track's target frames are found among one
+    object's masks, whose colour and shape must be the ones named."""
+    from data_pipelines.synthetic import words
+    from data_pipelines.synthetic.render import render_clip
+    from data_pipelines.synthetic.world import make_clip
+
+    cfg = Sam2Config.tiny()
+    for seed in range(4):
+        ex = W.sample_example(np.random.default_rng(seed), cfg)
+        assert ex["identity"].shape == (W.TRAIN_OBJECTS, 2) and ex["identity"].dtype == np.int32
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(W.TRAIN_FRAMES, 2 * W.TRAIN_FRAMES + 1))
+        clip = make_clip(rng, "warm", num_frames=n, height=W.HEIGHT, width=W.WIDTH)
+        pooled = W.pool_masks(render_clip(clip)[1], cfg.mask_size)  # [O_all, n, h, w]
+        for o in range(W.TRAIN_OBJECTS):
+            frames = [f for f in ex["target"][o] if f.any()]
+            owners = [j for j in range(len(pooled))
+                      if all(any(np.array_equal(f, g) for g in pooled[j]) for f in frames)]
+            assert len(owners) == 1, (seed, o, owners)
+            obj = clip.objects[owners[0]]
+            assert tuple(ex["identity"][o]) == (words.COLOURS.index(obj.colour), words.SHAPES.index(obj.shape))
+
+
+def test_identity_loss_names_colour_and_shape_from_pooled_features():
+    """``identity_loss`` pools features over each object's area and scores the head's colour and shape; entries
+    where the object is absent do not count, whatever stands in its cells."""
+    import jax.numpy as jnp
+
+    c, (nc, ns) = 32, W.NUM_IDENTITY_CLASSES
+    head = {"w": jnp.eye(c, nc + ns), "b": jnp.zeros(nc + ns)}  # channel k votes for class k
+    feats = np.zeros((2, 2, 16, c), np.float32)  # [O, T, cells, C]
+    area = np.zeros((2, 2, 16), np.float32)
+    ident = np.array([[3, 1], [5, 2]], np.int32)
+    for o, cell in enumerate([0, 11]):
+        for t in range(2):
+            feats[o, t, cell, ident[o, 0]] = feats[o, t, cell, nc + ident[o, 1]] = 1.0
+            area[o, t, cell] = 0.7
+    area[1, 1] = 0.0  # object 1 is gone in frame 1 ...
+    feats[1, 1, 11] = 0.0
+    feats[1, 1, 11, 0] = 1.0  # ... and a "colour 0" thing stands there: it must not count
+    lab = np.broadcast_to(ident[:, None], (2, 2, 2))
+    loss, acc = W.identity_loss(head, jnp.asarray(feats), jnp.asarray(area), jnp.asarray(lab))
+    assert float(acc) == 1.0 and float(loss) < 1e-3, (loss, acc)
+    wrong = lab.copy()
+    wrong[..., 0] = (wrong[..., 0] + 1) % nc
+    loss_w, acc_w = W.identity_loss(head, jnp.asarray(feats), jnp.asarray(area), jnp.asarray(wrong))
+    assert float(acc_w) == 0.0 and float(loss_w) > 10.0, (loss_w, acc_w)
+    empty, _ = W.identity_loss(head, jnp.asarray(feats), jnp.zeros(area.shape), jnp.asarray(lab))
+    assert float(empty) == 0.0  # no visible object: nothing to score
+    np.testing.assert_allclose(np.asarray(W._cell_area(jnp.ones((1, 16, 16)), 4)), np.ones((1, 16)))
+
+
+def test_count_balanced_object_score_makes_counting_worthless():
+    """``LossRules.count_prior``: the object-score BCE weighs a visible frame at N objects on screen by
+    1 / (2 p_N) and a target-free one by 1 / (2 (1 - p_N)), so a score that depends on N only is best at 0 (the
+    same loss whatever N says); without it, plain BCE pays the counting score."""
+    import jax.numpy as jnp
+
+    prior = W.count_prior(samples=30, seed=1)
+    assert prior[0] == 0.0 and all(0.0 <= p <= 1.0 for p in prior)  # an empty frame never shows the target
+    assert prior[1] < prior[2] < prior[3], prior  # the more objects on screen, the likelier the target is one
+    h = 4
+    vis = np.array([1, 1, 1, 0, 1, 0, 0, 0], np.float32)  # 8 frames: N = 3, 3, 3, 3, 1, 1, 1, 1
+    on_screen = jnp.array([3, 3, 3, 3, 1, 1, 1, 1])
+    target = jnp.asarray(vis[:, None, None] * np.ones((8, h, h), np.float32))
+    rules = W.LossRules(obj_pos_weight=1.0, count_prior=(0.0, 0.25, 0.5, 0.75))
+
+    def obj_loss(x, r, n):
+        raw = {"masks": jnp.zeros((8, 1, h, h)), "iou": jnp.zeros((8, 1)), "obj": x}
+        return float(W._heads_loss(raw, target, jnp.ones(8), r, n)["obj"])
+
+    sp = lambda v: float(jax.nn.softplus(v))  # noqa: E731
+    x = jnp.array([2.0, 2.0, 2.0, 2.0, -1.0, -1.0, -1.0, -1.0])  # "present" where N = 3, "absent" where N = 1
+    want = (3 * (0.5 / 0.75) * sp(-2) + (0.5 / 0.25) * sp(2) + (0.5 / 0.25) * sp(1) + 3 * (0.5 / 0.75) * sp(-1)) / 8
+    assert obj_loss(x, rules, on_screen) == pytest.approx(want, rel=1e-5)
+    assert obj_loss(x, rules, None) == pytest.approx(np.mean([sp(-2)] * 3 + [sp(2), sp(1)] + [sp(-1)] * 3), rel=1e-5)
+    # the counting score beats a constant under plain BCE, and not under the balanced weights
+    zero = jnp.zeros(8)
+    assert obj_loss(x, W.LossRules(obj_pos_weight=1.0), None) < obj_loss(zero, W.LossRules(obj_pos_weight=1.0), None)
+    assert obj_loss(x, rules, on_screen) > obj_loss(zero, rules, on_screen)
+
+
+def test_identity_rule_adds_the_auxiliary_term_and_trains_its_head(shipped):
+    """``LossRules.identity_weight``: clip_loss adds weight x the identity loss (and asks for the head), and
+    a training step updates both SAM2 and the head."""
+    import jax.numpy as jnp
+    import optax
+
+    model, params = shipped[0], W.tie_positional_embeddings(jax.tree.map(jnp.asarray, shipped[1]))
+    ex = {k: jnp.asarray(v) for k, v in W.sample_example(np.random.default_rng(5), model.cfg, t_len=4).items()}
+    head = W.init_identity_head(model.cfg, 0)
+    rules = W.LossRules(1.0, 0.0, False, 1.0, 0.5)
+    with_id, parts = jax.jit(lambda p, h: W.clip_loss(model, p, ex, False, rules, h))(params, head)
+    base, _ = jax.jit(lambda p: W.clip_loss(model, p, ex, False, W.LossRules(1.0, 0.0, False, 1.0)))(params)
+    assert float(parts["identity"]) > 1.0  # an untrained head: about log(8) + log(6)
+    assert float(with_id - base) == pytest.approx(0.5 * float(parts["identity"]), rel=1e-4)
+    with pytest.raises(ValueError, match="identity head"):
+        W.clip_loss(model, params, ex, False, rules)
+    tx = optax.adam(1e-3)
+    tree = (params, head)
+    step = W.make_train_step(model, tx, False, rules)
+    batch = jax.tree.map(lambda x: x[None], ex)
+    new, _, m = step(jax.tree.map(jnp.array, tree), tx.init(tree), batch)
+    assert {"identity", "identity_acc", "identity_mem_acc"} <= set(m)
+    assert not np.allclose(np.asarray(new[1]["feat"]["w"]), np.asarray(head["feat"]["w"]))
+    assert not np.allclose(np.asarray(new[1]["mem"]["w"]), np.asarray(head["mem"]["w"]))
+    assert any(not np.allclose(np.asarray(a), np.asarray(b)) for a, b in
+               zip(jax.tree.leaves(new[0]["vision_encoder"]), jax.tree.leaves(params["vision_encoder"])))
+
+
 def test_probe_shows_objectness_gate_and_order_free_tracks(shipped):
     """``sam2_probe`` on the shipped tracker (seventeenth round): its object score is > 0 on every target-free
     frame with another object on screen and on none that is empty, and shuffling a clip's frames leaves its
@@ -223,6 +335,36 @@ def test_probe_shows_objectness_gate_and_order_free_tracks(shipped):
     assert split["others_1"]["frames"] > 0 and split["others_1"]["score_above_0"] > 0.9, split
     order = P.order_sensitivity(model, params, clips)
     assert order["frames"] > 0 and order["mask_iou"] > 0.9, order
+
+
+def test_probe_feature_colour_shows_the_stride16_level_loses_colour(shipped):
+    """``sam2_probe.feature_colour`` on the shipped tracker (eighteenth round): a linear probe names an object's
+    colour from the stride-4 features far better than from the stride-16 map that memories are made of
+    (0.91 vs 0.46 on 120 clips; here 16 clips)."""
+    from omnir1_jax.warmstart import sam2_probe as P
+
+    model, params = shipped
+    got = P.feature_colour(model, W.tie_positional_embeddings(params), clips=16)
+    acc = got["colour_accuracy"]
+    assert got["samples"] > 150 and set(acc) == {"s0", "s1", "feat"}
+    assert acc["s0"] > 0.7 and acc["s0"] - acc["feat"] > 0.2, acc
+
+
+def test_probe_gate_readout_on_the_shipped_tracker(shipped):
+    """``sam2_probe.gate_readout``: on tracked frames with another object on screen, the shipped gate says
+    "present" every time, so its accuracy is the share of frames that do show the target; the two linear
+    probes return accuracies on the clips held out from their fit."""
+    from omnir1_jax.warmstart import sam2_probe as P
+
+    model, params = shipped
+    got = P.gate_readout(model, W.tie_positional_embeddings(params), W.heldout_clips(6, seed=0, frames=(8,)))
+    assert got["frames"] > 40 and 0.0 < got["present_share"] < 1.0, got
+    assert got["gate"] == pytest.approx(got["present_share"], abs=0.03), got
+    assert got["majority"] == pytest.approx(max(got["present_share"], 1 - got["present_share"]))
+    assert 0.0 <= got["conditioned"] <= 1.0 and 0.0 <= got["frame_only"] <= 1.0
+    x = np.random.default_rng(0).normal(size=(60, 3))
+    y = (x[:, 0] > 0).astype(float)  # linearly separable: the probe must find it on the held-out groups
+    assert P._ridge_accuracy(x, y, np.arange(60) // 5, ridge=0.1) > 0.85
 
 
 def test_shipped_128_pixel_tracker_is_a_drop_in_checkpoint(shipped):

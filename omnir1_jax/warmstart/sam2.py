@@ -57,7 +57,10 @@ def pool_masks(masks: np.ndarray, size: int) -> np.ndarray:
 def sample_example(rng: np.random.Generator, cfg: Sam2Config, t_len: int = TRAIN_FRAMES,
                    num_objects: int = TRAIN_OBJECTS, jitter: float = 3.0, shuffle_frames: float = 0.0
                    ) -> dict[str, np.ndarray]:
-    """One training clip: pixels [T,3,S,S], boxes [O,T,4] (SAM2 pixels), box_valid [O,T], target [O,T,h,w].
+    """One training clip: pixels [T,3,S,S], boxes [O,T,4] (SAM2 pixels), box_valid [O,T], target [O,T,h,w],
+    identity [O,2] (each tracked object's colour and shape index in ``words.COLOURS`` / ``words.SHAPES``, for
+    ``LossRules.identity_weight``), on_screen [T] (how many of the clip's objects are visible in each frame, for
+    ``LossRules.count_prior``).
 
     ``shuffle_frames``: the share of clips whose frames are put in a random order (frames and masks alike).
     Objects then jump between frames, so where the object was last seen says nothing about where it is now and
@@ -65,12 +68,14 @@ def sample_example(rng: np.random.Generator, cfg: Sam2Config, t_len: int = TRAIN
     tracker already does, so this changed nothing there).
     """
     from data_pipelines.preprocess_sam2 import sam2_preprocess
+    from data_pipelines.synthetic import words
     from data_pipelines.synthetic.render import render_clip
     from data_pipelines.synthetic.world import make_clip
 
     while True:
         n = int(rng.integers(max(t_len, 4), max(2 * t_len, 4) + 1))  # the world needs >= 4 frames per clip
-        frames, masks = render_clip(make_clip(rng, "warm", num_frames=n, height=HEIGHT, width=WIDTH))
+        clip = make_clip(rng, "warm", num_frames=n, height=HEIGHT, width=WIDTH)
+        frames, masks = render_clip(clip)
         s = int(rng.integers(0, n - t_len + 1))
         frames, masks = frames[s:s + t_len], masks[:, s:s + t_len]
         if rng.random() < 0.5:  # time reversal: the reverse pass of bidirectional propagation
@@ -94,8 +99,11 @@ def sample_example(rng: np.random.Generator, cfg: Sam2Config, t_len: int = TRAIN
             b = _box(masks[j, t]) + rng.uniform(-jitter, jitter, 4).astype(np.float32)
             b = np.clip(b, 0, [WIDTH, HEIGHT, WIDTH, HEIGHT])
             boxes[i, t], valid[i, t] = b * scale, True
+    identity = np.array([[words.COLOURS.index(clip.objects[j].colour), words.SHAPES.index(clip.objects[j].shape)]
+                         for j in pick], np.int32)
     return {"pixels": sam2_preprocess(np.ascontiguousarray(frames), size), "boxes": boxes, "box_valid": valid,
-            "target": pool_masks(masks[pick], cfg.mask_size)}
+            "target": pool_masks(masks[pick], cfg.mask_size), "identity": identity,
+            "on_screen": vis.sum(0).astype(np.int32)}
 
 
 def sample_batch(rng: np.random.Generator, cfg: Sam2Config, batch: int, frames: int = TRAIN_FRAMES,
@@ -156,6 +164,7 @@ def train_forward(model: Sam2VideoModel, params: Params, pixels: jax.Array, boxe
         return (new if bptt else jax.lax.stop_gradient(new)), (m, raw)  # bptt=False: ~3x cheaper step
 
     _, (m, traw) = jax.lax.scan(step, V.init_carry(model, o, t_len), jnp.arange(t_len))
+    cond = {**cond, "frame_feat": feats["feat"]}  # [T, h16, w16, C]: what the memory encoder and attention see
     return jnp.moveaxis(m, 0, 1), cond, craw, jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), traw)
 
 
@@ -194,19 +203,34 @@ class LossRules:
     outputs may differ and the IoU head picks among them). False: the mean over all M. Conditioning frames
     always train all outputs, because their box prompt uses the single-mask output at run time.
     ``obj_weight``: weight of the object-score term in the total loss (mask and IoU terms have weight 1).
+    ``identity_weight``: weight of an auxiliary loss (not SAM2's; the eighteenth round of the assets README) that
+    asks two linear heads, trained alongside and not saved, to name each tracked object's colour and shape:
+    one from the top-level image features (``feat``, the stride-16 map the memory encoder and memory attention
+    work on) averaged over the object's area on every frame where it is visible, one from the conditioning
+    frames' memories averaged the same way. The shipped tracker's ``feat`` keeps little colour (a linear probe,
+    ``sam2_probe.feature_colour``, names it for 0.42 of the objects, the stride-4 features for 0.91), so its
+    memories cannot say *which* object they hold and the presence gate falls back to objectness.
+    ``count_prior``: p(tracked object visible | N objects on screen) for N = 0, 1, ... (:func:`count_prior`).
+    When given, the tracked frames' object-score BCE weighs visible frames by 1 / (2 p_N) and the others by
+    1 / (2 (1 - p_N)) (``obj_pos_weight`` is then unused there), so within every N both answers weigh the same:
+    a score that only counts the objects on screen earns nothing over a constant, and only telling the object
+    from the others lowers the loss (the seventeenth round found plain BCE settling on the count).
     """
 
     obj_pos_weight: float = OBJ_POS_WEIGHT
     absent_weight: float = 1.0
     best_of: bool = False
     obj_weight: float = 1.0
+    identity_weight: float = 0.0
+    count_prior: tuple[float, ...] = ()
 
 
-def _heads_loss(raw: dict, target: jax.Array, weight: jax.Array, rules: LossRules = LossRules()
-                ) -> dict[str, jax.Array]:
+def _heads_loss(raw: dict, target: jax.Array, weight: jax.Array, rules: LossRules = LossRules(),
+                on_screen: jax.Array | None = None) -> dict[str, jax.Array]:
     """Mask, IoU-prediction and object-score losses of one kind of frame under ``rules``.
 
-    raw: masks [..., M, h, w], iou [..., M], obj [...]; target [..., h, w]; weight [...] (which frames count).
+    raw: masks [..., M, h, w], iou [..., M], obj [...]; target [..., h, w]; weight [...] (which frames count);
+    on_screen [...] (objects on screen; with ``rules.count_prior`` it sets the object-score weights).
     """
     tgt = target[..., None, :, :]
     per_out = _mask_loss(raw["masks"], tgt)  # [..., M]
@@ -218,33 +242,130 @@ def _heads_loss(raw: dict, target: jax.Array, weight: jax.Array, rules: LossRule
     iou_l = jnp.mean(jnp.square(raw["iou"] - iou), -1)
     vis = (jnp.sum(target, (-2, -1)) > 0).astype(jnp.float32)
     x = raw["obj"]
-    obj = rules.obj_pos_weight * vis * jax.nn.softplus(-x) + (1 - vis) * jax.nn.softplus(x)
+    pos_w, neg_w = rules.obj_pos_weight, 1.0
+    if rules.count_prior and on_screen is not None:
+        prior = jnp.clip(jnp.asarray(rules.count_prior, jnp.float32), 0.02, 0.98)
+        p = prior[jnp.clip(on_screen, 0, len(rules.count_prior) - 1)]
+        pos_w, neg_w = 0.5 / p, 0.5 / (1 - p)
+    obj = pos_w * vis * jax.nn.softplus(-x) + neg_w * (1 - vis) * jax.nn.softplus(x)
     mean = lambda v, w: jnp.sum(w * v) / jnp.maximum(jnp.sum(w), 1.0)  # noqa: E731
     mask_w = weight * (vis + rules.absent_weight * (1 - vis))
     return {"mask": mean(mask, mask_w), "iou": mean(iou_l, mask_w), "obj": mean(obj, weight)}
 
 
-def clip_loss(model: Sam2VideoModel, params: Params, ex: dict, bptt: bool = True, rules: LossRules = LossRules()
-              ) -> tuple[jax.Array, dict]:
-    """Loss of one clip (conditioning and tracked frames, equal weight) and its parts, under ``rules``."""
+def count_prior(samples: int = 400, seed: int = 0, frames: int = TRAIN_FRAMES, max_count: int = 4
+                ) -> tuple[float, ...]:
+    """p(tracked object visible | N objects on screen), N = 0 .. ``max_count``, over ``samples`` training clips
+    of :func:`sample_example` (its own RNG stream); a count never seen gets 0.5."""
+    rng = np.random.default_rng([seed, 5_151])
+    cfg = Sam2Config.tiny()
+    hits, tot = np.zeros(max_count + 1), np.zeros(max_count + 1)
+    for _ in range(samples):
+        ex = sample_example(rng, cfg, frames)
+        vis = ex["target"].sum((-2, -1)) > 0  # [O, T]
+        n = np.minimum(ex["on_screen"], max_count)
+        for o in range(len(vis)):
+            np.add.at(tot, n, 1)
+            np.add.at(hits, n, vis[o])
+    return tuple(float(h / t) if t else 0.5 for h, t in zip(hits, tot))
+
+
+def _identity_classes() -> tuple[int, int]:
+    from data_pipelines.synthetic import words
+
+    return len(words.COLOURS), len(words.SHAPES)
+
+
+NUM_IDENTITY_CLASSES = _identity_classes()  # (colours, shapes) the identity head names
+_HEAD_GAIN = 10.0  # logits = gain * (x @ w + b): the head learns 10x faster under the shared Adam step size
+
+
+def init_identity_head(cfg: Sam2Config, seed: int) -> Params:
+    """The two linear colour + shape heads of ``LossRules.identity_weight``: ``feat`` reads the stride-16 image
+    features, ``mem`` the conditioning frames' memories (zero bias, small random weights)."""
+    n = sum(NUM_IDENTITY_CLASSES)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed + 31))
+    return {"feat": {"w": jax.random.normal(k1, (cfg.fpn_hidden_size, n)) * 1e-3, "b": jnp.zeros((n,))},
+            "mem": {"w": jax.random.normal(k2, (cfg.memory_encoder_output_channels, n)) * 1e-3,
+                    "b": jnp.zeros((n,))}}
+
+
+def identity_loss(head: Params, feats: jax.Array, area: jax.Array, identity: jax.Array
+                  ) -> tuple[jax.Array, jax.Array]:
+    """Cross-entropy of objects' colour and shape named by a linear ``head`` from features pooled over their area.
+
+    feats [..., cells, C]; area [..., cells] (the share of each cell the object covers); identity [..., 2]
+    (colour, shape). The pooled feature is divided by its RMS, so the head reads directions, not the map's
+    scale. Entries whose object covers under a twentieth of a cell in all do not count.
+    Returns (mean loss over the counted entries, colour accuracy there).
+    """
+    tot = area.sum(-1)
+    pooled = jnp.einsum("...y,...yc->...c", area, feats) / jnp.maximum(tot, 1e-6)[..., None]
+    pooled = pooled * jax.lax.rsqrt(jnp.mean(jnp.square(pooled), -1, keepdims=True) + 1e-6)
+    logits = (pooled @ head["w"] + head["b"]) * _HEAD_GAIN
+    nc = NUM_IDENTITY_CLASSES[0]
+    lc, ls = jax.nn.log_softmax(logits[..., :nc]), jax.nn.log_softmax(logits[..., nc:])
+    pick = lambda lp, k: jnp.take_along_axis(lp, identity[..., k:k + 1], -1)[..., 0]  # noqa: E731
+    nll = -(pick(lc, 0) + pick(ls, 1))
+    vis = (tot > 0.05).astype(jnp.float32)
+    n = jnp.maximum(vis.sum(), 1.0)
+    return jnp.sum(vis * nll) / n, jnp.sum(vis * (jnp.argmax(lc, -1) == identity[..., 0])) / n
+
+
+def _cell_area(target: jax.Array, g: int) -> jax.Array:
+    """[..., h, w] soft masks -> [..., g*g]: the share of each cell of a g x g grid the object covers."""
+    *lead, h, w = target.shape
+    return target.reshape(*lead, g, h // g, g, w // g).mean((-3, -1)).reshape(*lead, g * g)
+
+
+def _identity_terms(head: Params, cond: dict, target: jax.Array, ctarget: jax.Array, identity: jax.Array
+                    ) -> dict[str, jax.Array]:
+    """The identity losses of one clip: every visible (object, frame) from ``feat``, and every valid
+    conditioning frame's memory (the memory that later frames are matched against)."""
+    feat = cond["frame_feat"]  # [T, g, g, C]
+    t, g = feat.shape[0], feat.shape[1]
+    o = target.shape[0]
+    per_object = jnp.broadcast_to(feat.reshape(1, t, g * g, -1), (o, t, g * g, feat.shape[-1]))
+    lf, acc = identity_loss(head["feat"], per_object, _cell_area(target, g),
+                            jnp.broadcast_to(identity[:, None], (o, t, 2)))
+    k = ctarget.shape[1]
+    area = _cell_area(ctarget, g) * cond["valid"][..., None]
+    lm, acc_m = identity_loss(head["mem"], cond["mem"], area, jnp.broadcast_to(identity[:, None], (o, k, 2)))
+    return {"identity": lf + lm, "identity_acc": acc, "identity_mem_acc": acc_m}
+
+
+def clip_loss(model: Sam2VideoModel, params: Params, ex: dict, bptt: bool = True, rules: LossRules = LossRules(),
+              head: Params | None = None) -> tuple[jax.Array, dict]:
+    """Loss of one clip (conditioning and tracked frames, equal weight) and its parts, under ``rules``
+    (``head``: the identity head, needed when ``rules.identity_weight`` > 0)."""
     target = ex["target"]  # [O, T, h, w]
     _, cond, craw, traw = train_forward(model, params, ex["pixels"], ex["boxes"], ex["box_valid"], bptt)
     ctarget = jnp.take_along_axis(target, cond["idx"][..., None, None], axis=1)  # [O, K, h, w]
     is_cond = jnp.any((cond["idx"][:, :, None] == jnp.arange(target.shape[1])) & cond["valid"][..., None], 1)
     lc = _heads_loss(craw, ctarget, cond["valid"].astype(jnp.float32), dataclasses.replace(rules, best_of=False))
-    lt = _heads_loss(traw, target, jnp.logical_not(is_cond).astype(jnp.float32), rules)
+    on_screen = jnp.broadcast_to(ex["on_screen"], target.shape[:2]) if rules.count_prior else None
+    lt = _heads_loss(traw, target, jnp.logical_not(is_cond).astype(jnp.float32), rules, on_screen)
     parts = {k: 0.5 * (lc[k] + lt[k]) for k in lc}
     total = parts["mask"] + parts["iou"] + rules.obj_weight * parts["obj"]
-    return total, {**parts, "mask_cond": lc["mask"], "mask_track": lt["mask"]}
+    extra = {}
+    if rules.identity_weight:
+        if head is None:
+            raise ValueError("clip_loss: LossRules.identity_weight > 0 needs the identity head (init_identity_head)")
+        extra = _identity_terms(head, cond, target, ctarget, ex["identity"])
+        total = total + rules.identity_weight * extra["identity"]
+    return total, {**parts, "mask_cond": lc["mask"], "mask_track": lt["mask"], **extra}
 
 
 def make_train_step(model: Sam2VideoModel, tx: Any, bptt: bool = True, rules: LossRules = LossRules()):
-    """Jitted ``(params, opt_state, batch) -> (params, opt_state, metrics)`` over a batch of clips (vmap)."""
+    """Jitted ``(params, opt_state, batch) -> (params, opt_state, metrics)`` over a batch of clips (vmap).
+
+    With ``rules.identity_weight`` > 0, ``params`` is the pair (SAM2 params, identity head)."""
     import optax
 
-    def loss_fn(params, batch):
+    def loss_fn(tree, batch):
+        params, head = tree if rules.identity_weight else (tree, None)
         params = tie_positional_embeddings(params)
-        loss, parts = jax.vmap(lambda ex: clip_loss(model, params, ex, bptt, rules))(batch)
+        loss, parts = jax.vmap(lambda ex: clip_loss(model, params, ex, bptt, rules, head))(batch)
         return jnp.mean(loss), jax.tree.map(jnp.mean, parts)
 
     @functools.partial(jax.jit, donate_argnums=(0, 1))
@@ -388,8 +509,11 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
     warmup = max(1, steps // 10) if warmup is None else max(1, warmup)
     sched = lr_schedule(learning_rate, warmup, steps)
     tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(sched, b2=0.99, eps=1e-6, weight_decay=0.0))
+    if rules.identity_weight:  # the head trains alongside and is dropped at the end
+        params = (params, init_identity_head(cfg, seed))
     opt_state = tx.init(params)
     params = jax.tree.map(jnp.array, params)  # the step donates its inputs
+    sam2_of = (lambda tree: tree[0]) if rules.identity_weight else (lambda tree: tree)  # noqa: E731
     step = make_train_step(model, tx, bptt, rules)
     rng = np.random.default_rng(seed)
     curve, run, first = [], [], sample_batch(rng, cfg, batch, frames, shuffle_frames)
@@ -406,7 +530,7 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
             run = []
             bar.set_postfix(loss=f"{row['loss']:.4f}")
             if val and ((i + 1) % val_every == 0 or i + 1 == steps):
-                host = tie_positional_embeddings(jax.device_get(params))
+                host = tie_positional_embeddings(jax.device_get(sam2_of(params)))
                 vv = evaluate_views(model, host, val)
                 logged = ("j", "j_visible", "j_dist1", "absent_masked_with_others")
                 row |= {f"val_{k}": round(vv[k], 4) for k in logged if vv[k] is not None}
@@ -414,7 +538,7 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
                     best = (vv[select_by], i + 1, host)
             if progress:
                 bar.write(json.dumps(row))
-    params = tie_positional_embeddings(jax.device_get(params) if best[2] is None else best[2])
+    params = tie_positional_embeddings(jax.device_get(sam2_of(params)) if best[2] is None else best[2])
     views = evaluate_views(model, params, clips) if clips else {}
     j_after = views.get("j")
     result = {"steps": steps, "seed": seed, "batch": batch, "learning_rate": learning_rate,
@@ -461,6 +585,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="weight of the object-score loss (the presence gate) against the mask and IoU losses")
     ap.add_argument("--best_of", action="store_true",
                     help="tracked frames: mask loss of the best multimask output only (SAM's rule)")
+    ap.add_argument("--identity_weight", type=float, default=LossRules.identity_weight,
+                    help="weight of the auxiliary colour + shape loss on the stride-16 features (0: off)")
+    ap.add_argument("--count_balance", action="store_true",
+                    help="weigh the object-score BCE so that counting the objects on screen earns nothing")
     ap.add_argument("--select_by", default="j", choices=("j", "j_visible"),
                     help="validation figure that picks the kept params")
     ap.add_argument("--shuffle_frames", type=float, default=0.0,
@@ -474,10 +602,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         from omnir1_jax.models.sam2.convert import load_checkpoint
 
         init = load_checkpoint(a.init)[1]
+    prior = count_prior(seed=a.seed) if a.count_balance else ()
+    if prior:
+        print(json.dumps({"count_prior": [round(p, 4) for p in prior]}), flush=True)
     r = train_sam2(a.out, a.steps, a.seed, a.batch, a.log_every, a.lr, a.eval_clips, val_every=a.val_every,
                    bptt=a.bptt, params=init, frames=a.frames, warmup=a.warmup,
                    image_size=a.image_size, select_by=a.select_by, shuffle_frames=a.shuffle_frames,
-                   rules=LossRules(a.obj_pos_weight, a.absent_weight, a.best_of, a.obj_weight))
+                   rules=LossRules(a.obj_pos_weight, a.absent_weight, a.best_of, a.obj_weight,
+                                   a.identity_weight, prior))
     keys = ("steps", "seed", "kept_step", "j_before", "j_after", "j_visible_after", "j_prompted_after",
             "absent_masked_after", "absent_masked_with_others_after", "absent_masked_alone_after", "j_dist1_after",
             "j_ceiling_16x16", "wall_s")
