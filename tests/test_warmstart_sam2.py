@@ -340,7 +340,7 @@ def test_probe_shows_objectness_gate_and_order_free_tracks(shipped):
 def test_probe_feature_colour_shows_the_stride16_level_loses_colour(shipped):
     """``sam2_probe.feature_colour`` on the shipped tracker (eighteenth round): a linear probe names an object's
     colour from the stride-4 features far better than from the stride-16 map that memories are made of
-    (0.91 vs 0.46 on 120 clips; here 16 clips)."""
+    (0.90 vs 0.42 with the probe's defaults; here 16 clips)."""
     from omnir1_jax.warmstart import sam2_probe as P
 
     model, params = shipped

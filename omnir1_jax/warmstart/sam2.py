@@ -208,7 +208,7 @@ class LossRules:
     one from the top-level image features (``feat``, the stride-16 map the memory encoder and memory attention
     work on) averaged over the object's area on every frame where it is visible, one from the conditioning
     frames' memories averaged the same way. The shipped tracker's ``feat`` keeps little colour (a linear probe,
-    ``sam2_probe.feature_colour``, names it for 0.42 of the objects, the stride-4 features for 0.91), so its
+    ``sam2_probe.feature_colour``, names it for 0.42 of the objects, the stride-4 features for 0.90), so its
     memories cannot say *which* object they hold and the presence gate falls back to objectness.
     ``count_prior``: p(tracked object visible | N objects on screen) for N = 0, 1, ... (:func:`count_prior`).
     When given, the tracked frames' object-score BCE weighs visible frames by 1 / (2 p_N) and the others by

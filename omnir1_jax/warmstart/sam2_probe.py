@@ -6,7 +6,7 @@ Four questions, each on held-out synthetic clips (the last three prompted with t
 
 * ``feature_colour``: how much colour each image-feature level keeps (a linear probe on the object's area). The
   memory encoder and memory attention work on the stride-16 level only, so a memory can tell objects apart by
-  colour only as far as that level keeps it (eighteenth round: 0.42 on the shipped tracker, 0.91 at stride 4).
+  colour only as far as that level keeps it (eighteenth round: 0.42 on the shipped tracker, 0.90 at stride 4).
 * ``score_by_objects``: on the frames where the prompted object is gone, how often is the object-score logit
   above 0 (a mask is kept), split by how many *other* objects are on screen? A gate that checks identity keeps
   few masks in every column; an objectness detector keeps none with 0 others and nearly all with >= 1.
