@@ -171,8 +171,8 @@ def _ridge_accuracy(x: np.ndarray, y: np.ndarray, groups: np.ndarray, ridge: flo
 
 
 def gate_readout(model: Any, params: Params, clips: list[tuple]) -> dict:
-    """Is "is the prompted object on this frame?" readable from what the decoder sees, where counting objects
-    cannot answer it? On every tracked frame (forward, as ``train_forward``) with at least one other object on
+    """Is "is the prompted object on this frame?" readable from what the decoder sees, beyond what the frame alone
+    says (how many objects it shows, say)? On every tracked frame (forward, as ``train_forward``) with at least one other object on
     screen, a linear probe (:func:`_ridge_accuracy`, split by clip) predicts the target's presence from the
     memory-conditioned image map (``conditioned``) and, as the control that holds no memory, from the frame's
     own features (``frame_only``), each mean- and max-pooled over the grid. ``gate`` is the object score's own
