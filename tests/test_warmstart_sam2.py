@@ -290,8 +290,8 @@ def test_count_balanced_object_score_makes_counting_worthless():
 
 
 def test_identity_rule_adds_the_auxiliary_term_and_trains_its_head(shipped):
-    """``LossRules.identity_weight``: clip_loss adds weight x the identity loss (and asks for the head), and
-    a training step updates both SAM2 and the head."""
+    """``LossRules.identity_weight`` / ``match_weight``: clip_loss adds weight x each auxiliary loss (and asks for
+    the heads), and a training step updates both SAM2 and the heads."""
     import jax.numpy as jnp
     import optax
 
@@ -303,14 +303,21 @@ def test_identity_rule_adds_the_auxiliary_term_and_trains_its_head(shipped):
     base, _ = jax.jit(lambda p: W.clip_loss(model, p, ex, False, W.LossRules(1.0, 0.0, False, 1.0)))(params)
     assert float(parts["identity"]) > 1.0  # an untrained head: about log(8) + log(6)
     assert float(with_id - base) == pytest.approx(0.5 * float(parts["identity"]), rel=1e-4)
-    with pytest.raises(ValueError, match="identity head"):
+    with pytest.raises(ValueError, match="auxiliary heads"):
         W.clip_loss(model, params, ex, False, rules)
+    # match_weight: a presence head on the memory-conditioned map of the tracked frames
+    m_rules = W.LossRules(1.0, 0.0, False, 1.0, 0.0, (), 0.25)
+    with_m, m_parts = jax.jit(lambda p, h: W.clip_loss(model, p, ex, False, m_rules, h))(params, head)
+    assert float(m_parts["match"]) == pytest.approx(np.log(2), rel=1e-4)  # a zero head: logit 0 everywhere
+    assert float(with_m - base) == pytest.approx(0.25 * float(m_parts["match"]), rel=1e-4)
+    assert "identity" not in m_parts
     tx = optax.adam(1e-3)
     tree = (params, head)
-    step = W.make_train_step(model, tx, False, rules)
+    step = W.make_train_step(model, tx, False, W.LossRules(1.0, 0.0, False, 1.0, 0.5, (), 0.25))
     batch = jax.tree.map(lambda x: x[None], ex)
     new, _, m = step(jax.tree.map(jnp.array, tree), tx.init(tree), batch)
-    assert {"identity", "identity_acc", "identity_mem_acc"} <= set(m)
+    assert {"identity", "identity_acc", "identity_mem_acc", "match", "match_acc"} <= set(m)
+    assert not np.allclose(np.asarray(new[1]["match"]["w"]), 0.0)
     assert not np.allclose(np.asarray(new[1]["feat"]["w"]), np.asarray(head["feat"]["w"]))
     assert not np.allclose(np.asarray(new[1]["mem"]["w"]), np.asarray(head["mem"]["w"]))
     assert any(not np.allclose(np.asarray(a), np.asarray(b)) for a, b in

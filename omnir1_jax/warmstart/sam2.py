@@ -144,8 +144,12 @@ def _cond_raw(model: Sam2VideoModel, params: Params, feats: dict, cond: dict, bo
 
 def _track(model: Sam2VideoModel, params: Params, cond: dict, carry: dict, frame: dict, t: jax.Array,
            num_frames: int) -> tuple[dict, jax.Array, dict]:
-    """:func:`video.track_step` (forward) that also returns the raw decoder outputs of the tracked frame."""
-    heads = lambda fo, pix, multimask: _heads(model, params, fo, pix, None, None, multimask)  # noqa: E731
+    """:func:`video.track_step` (forward) that also returns the raw decoder outputs of the tracked frame, plus
+    ``conditioned`` [O, 2C]: the memory-conditioned map the decoder reads, mean- and max-pooled over the grid."""
+    def heads(fo, pix, multimask):
+        out, raw = _heads(model, params, fo, pix, None, None, multimask)
+        return out, {**raw, "conditioned": jnp.concatenate([pix.mean((1, 2)), pix.max((1, 2))], -1)}
+
     return V.track_step(model, params, cond, carry, frame, t, num_frames, heads=heads)
 
 
@@ -215,6 +219,10 @@ class LossRules:
     1 / (2 (1 - p_N)) (``obj_pos_weight`` is then unused there), so within every N both answers weigh the same:
     a score that only counts the objects on screen earns nothing over a constant, and only telling the object
     from the others lowers the loss (the seventeenth round found plain BCE settling on the count).
+    ``match_weight``: weight of an auxiliary loss (not SAM2's) on the tracked frames in which a linear head
+    (trained alongside, not saved) reads "the object is on this frame" straight from the memory-conditioned map
+    (``conditioned``, pooled), with the object-score weights above. It asks memory attention itself to carry
+    the match, which the eighteenth round found it does not (``sam2_probe.gate_readout``).
     """
 
     obj_pos_weight: float = OBJ_POS_WEIGHT
@@ -223,6 +231,18 @@ class LossRules:
     obj_weight: float = 1.0
     identity_weight: float = 0.0
     count_prior: tuple[float, ...] = ()
+    match_weight: float = 0.0
+
+
+def _presence_bce(x: jax.Array, vis: jax.Array, rules: LossRules, on_screen: jax.Array | None) -> jax.Array:
+    """Per-frame BCE of presence logits ``x`` against ``vis`` (0/1) with the object-score weights of ``rules``
+    (``obj_pos_weight``, or the count-balanced ones of ``count_prior`` where ``on_screen`` is given)."""
+    pos_w, neg_w = rules.obj_pos_weight, 1.0
+    if rules.count_prior and on_screen is not None:
+        prior = jnp.clip(jnp.asarray(rules.count_prior, jnp.float32), 0.02, 0.98)
+        p = prior[jnp.clip(on_screen, 0, len(rules.count_prior) - 1)]
+        pos_w, neg_w = 0.5 / p, 0.5 / (1 - p)
+    return pos_w * vis * jax.nn.softplus(-x) + neg_w * (1 - vis) * jax.nn.softplus(x)
 
 
 def _heads_loss(raw: dict, target: jax.Array, weight: jax.Array, rules: LossRules = LossRules(),
@@ -242,12 +262,7 @@ def _heads_loss(raw: dict, target: jax.Array, weight: jax.Array, rules: LossRule
     iou_l = jnp.mean(jnp.square(raw["iou"] - iou), -1)
     vis = (jnp.sum(target, (-2, -1)) > 0).astype(jnp.float32)
     x = raw["obj"]
-    pos_w, neg_w = rules.obj_pos_weight, 1.0
-    if rules.count_prior and on_screen is not None:
-        prior = jnp.clip(jnp.asarray(rules.count_prior, jnp.float32), 0.02, 0.98)
-        p = prior[jnp.clip(on_screen, 0, len(rules.count_prior) - 1)]
-        pos_w, neg_w = 0.5 / p, 0.5 / (1 - p)
-    obj = pos_w * vis * jax.nn.softplus(-x) + neg_w * (1 - vis) * jax.nn.softplus(x)
+    obj = _presence_bce(x, vis, rules, on_screen)
     mean = lambda v, w: jnp.sum(w * v) / jnp.maximum(jnp.sum(w), 1.0)  # noqa: E731
     mask_w = weight * (vis + rules.absent_weight * (1 - vis))
     return {"mask": mean(mask, mask_w), "iou": mean(iou_l, mask_w), "obj": mean(obj, weight)}
@@ -281,13 +296,15 @@ _HEAD_GAIN = 10.0  # logits = gain * (x @ w + b): the head learns 10x faster und
 
 
 def init_identity_head(cfg: Sam2Config, seed: int) -> Params:
-    """The two linear colour + shape heads of ``LossRules.identity_weight``: ``feat`` reads the stride-16 image
-    features, ``mem`` the conditioning frames' memories (zero bias, small random weights)."""
+    """The auxiliary heads: the two linear colour + shape heads of ``LossRules.identity_weight`` (``feat`` reads
+    the stride-16 image features, ``mem`` the conditioning frames' memories; zero bias, small random weights) and
+    the presence head of ``LossRules.match_weight`` (``match``, zeros)."""
     n = sum(NUM_IDENTITY_CLASSES)
     k1, k2 = jax.random.split(jax.random.PRNGKey(seed + 31))
     return {"feat": {"w": jax.random.normal(k1, (cfg.fpn_hidden_size, n)) * 1e-3, "b": jnp.zeros((n,))},
             "mem": {"w": jax.random.normal(k2, (cfg.memory_encoder_output_channels, n)) * 1e-3,
-                    "b": jnp.zeros((n,))}}
+                    "b": jnp.zeros((n,))},
+            "match": {"w": jnp.zeros((2 * cfg.hidden_size,)), "b": jnp.zeros(())}}
 
 
 def identity_loss(head: Params, feats: jax.Array, area: jax.Array, identity: jax.Array
@@ -348,22 +365,33 @@ def clip_loss(model: Sam2VideoModel, params: Params, ex: dict, bptt: bool = True
     parts = {k: 0.5 * (lc[k] + lt[k]) for k in lc}
     total = parts["mask"] + parts["iou"] + rules.obj_weight * parts["obj"]
     extra = {}
+    if (rules.identity_weight or rules.match_weight) and head is None:
+        raise ValueError("clip_loss: LossRules.identity_weight / match_weight > 0 need the auxiliary heads "
+                         "(init_identity_head)")
     if rules.identity_weight:
-        if head is None:
-            raise ValueError("clip_loss: LossRules.identity_weight > 0 needs the identity head (init_identity_head)")
         extra = _identity_terms(head, cond, target, ctarget, ex["identity"])
         total = total + rules.identity_weight * extra["identity"]
+    if rules.match_weight:
+        c = traw["conditioned"]  # [O, T, 2C]
+        c = c * jax.lax.rsqrt(jnp.mean(jnp.square(c), -1, keepdims=True) + 1e-6)
+        logit = (c @ head["match"]["w"] + head["match"]["b"]) * _HEAD_GAIN
+        vis = (jnp.sum(target, (-2, -1)) > 0).astype(jnp.float32)
+        w = jnp.logical_not(is_cond).astype(jnp.float32)
+        extra["match"] = jnp.sum(w * _presence_bce(logit, vis, rules, on_screen)) / jnp.maximum(jnp.sum(w), 1.0)
+        extra["match_acc"] = jnp.sum(w * ((logit > 0) == (vis > 0))) / jnp.maximum(jnp.sum(w), 1.0)
+        total = total + rules.match_weight * extra["match"]
     return total, {**parts, "mask_cond": lc["mask"], "mask_track": lt["mask"], **extra}
 
 
 def make_train_step(model: Sam2VideoModel, tx: Any, bptt: bool = True, rules: LossRules = LossRules()):
     """Jitted ``(params, opt_state, batch) -> (params, opt_state, metrics)`` over a batch of clips (vmap).
 
-    With ``rules.identity_weight`` > 0, ``params`` is the pair (SAM2 params, identity head)."""
+    With ``rules.identity_weight`` or ``rules.match_weight`` > 0, ``params`` is the pair (SAM2 params,
+    :func:`init_identity_head`)."""
     import optax
 
     def loss_fn(tree, batch):
-        params, head = tree if rules.identity_weight else (tree, None)
+        params, head = tree if rules.identity_weight or rules.match_weight else (tree, None)
         params = tie_positional_embeddings(params)
         loss, parts = jax.vmap(lambda ex: clip_loss(model, params, ex, bptt, rules, head))(batch)
         return jnp.mean(loss), jax.tree.map(jnp.mean, parts)
@@ -509,11 +537,12 @@ def train_sam2(out_dir: str | None, steps: int, seed: int = 0, batch: int = 4, l
     warmup = max(1, steps // 10) if warmup is None else max(1, warmup)
     sched = lr_schedule(learning_rate, warmup, steps)
     tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adamw(sched, b2=0.99, eps=1e-6, weight_decay=0.0))
-    if rules.identity_weight:  # the head trains alongside and is dropped at the end
+    aux = bool(rules.identity_weight or rules.match_weight)
+    if aux:  # the auxiliary heads train alongside and are dropped at the end
         params = (params, init_identity_head(cfg, seed))
     opt_state = tx.init(params)
     params = jax.tree.map(jnp.array, params)  # the step donates its inputs
-    sam2_of = (lambda tree: tree[0]) if rules.identity_weight else (lambda tree: tree)  # noqa: E731
+    sam2_of = (lambda tree: tree[0]) if aux else (lambda tree: tree)  # noqa: E731
     step = make_train_step(model, tx, bptt, rules)
     rng = np.random.default_rng(seed)
     curve, run, first = [], [], sample_batch(rng, cfg, batch, frames, shuffle_frames)
@@ -587,6 +616,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                     help="tracked frames: mask loss of the best multimask output only (SAM's rule)")
     ap.add_argument("--identity_weight", type=float, default=LossRules.identity_weight,
                     help="weight of the auxiliary colour + shape loss on the stride-16 features (0: off)")
+    ap.add_argument("--match_weight", type=float, default=LossRules.match_weight,
+                    help="weight of the auxiliary presence loss read from the memory-conditioned map (0: off)")
     ap.add_argument("--count_balance", action="store_true",
                     help="weigh the object-score BCE so that counting the objects on screen earns nothing")
     ap.add_argument("--select_by", default="j", choices=("j", "j_visible"),
@@ -609,7 +640,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                    bptt=a.bptt, params=init, frames=a.frames, warmup=a.warmup,
                    image_size=a.image_size, select_by=a.select_by, shuffle_frames=a.shuffle_frames,
                    rules=LossRules(a.obj_pos_weight, a.absent_weight, a.best_of, a.obj_weight,
-                                   a.identity_weight, prior))
+                                   a.identity_weight, prior, a.match_weight))
     keys = ("steps", "seed", "kept_step", "j_before", "j_after", "j_visible_after", "j_prompted_after",
             "absent_masked_after", "absent_masked_with_others_after", "absent_masked_alone_after", "j_dist1_after",
             "j_ceiling_16x16", "wall_s")
