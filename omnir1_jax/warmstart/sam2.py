@@ -354,7 +354,8 @@ def _identity_terms(head: Params, cond: dict, target: jax.Array, ctarget: jax.Ar
 def clip_loss(model: Sam2VideoModel, params: Params, ex: dict, bptt: bool = True, rules: LossRules = LossRules(),
               head: Params | None = None) -> tuple[jax.Array, dict]:
     """Loss of one clip (conditioning and tracked frames, equal weight) and its parts, under ``rules``
-    (``head``: the identity head, needed when ``rules.identity_weight`` > 0)."""
+    (``head``: :func:`init_identity_head`'s auxiliary heads, needed when ``rules.identity_weight`` or
+    ``rules.match_weight`` > 0)."""
     target = ex["target"]  # [O, T, h, w]
     _, cond, craw, traw = train_forward(model, params, ex["pixels"], ex["boxes"], ex["box_valid"], bptt)
     ctarget = jnp.take_along_axis(target, cond["idx"][..., None, None], axis=1)  # [O, K, h, w]
