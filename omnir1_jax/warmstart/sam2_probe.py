@@ -147,15 +147,21 @@ def feature_colour(model: Any, params: Params, clips: int = 120, seed: int = 123
     y = np.array(ys)
     order = np.random.default_rng(0).permutation(len(y))
     fit, score = order[: 2 * len(y) // 3], order[2 * len(y) // 3:]
-    acc = {}
-    for k in levels:
-        a = np.asarray(xs[k], np.float64)
-        a = (a - a[fit].mean(0)) / (a[fit].std(0) + 1e-6)
-        a = np.concatenate([a, np.ones((len(a), 1))], 1)
-        onehot = np.eye(len(words.COLOURS))[y]
-        w = np.linalg.solve(a[fit].T @ a[fit] + ridge * np.eye(a.shape[1]), a[fit].T @ onehot[fit])
-        acc[k] = float(np.mean(np.argmax(a[score] @ w, 1) == y[score]))
+    onehot = np.eye(len(words.COLOURS))[y]
+    acc = {k: float(np.mean(np.argmax(_ridge_scores(np.asarray(xs[k]), onehot, fit, score, ridge), 1) == y[score]))
+           for k in levels}
     return {"colour_accuracy": acc, "samples": int(len(y))}
+
+
+def _ridge_scores(x: np.ndarray, targets: np.ndarray, fit: np.ndarray, scored: np.ndarray, ridge: float
+                  ) -> np.ndarray:
+    """A ridge-regression linear map (features standardised on the ``fit`` rows, plus a bias) fitted from
+    ``x[fit]`` to ``targets[fit]``; returns its outputs on the ``scored`` rows."""
+    x = np.asarray(x, np.float64)
+    a = (x - x[fit].mean(0)) / (x[fit].std(0) + 1e-6)
+    a = np.concatenate([a, np.ones((len(a), 1))], 1)
+    w = np.linalg.solve(a[fit].T @ a[fit] + ridge * np.eye(a.shape[1]), a[fit].T @ targets[fit])
+    return a[scored] @ w
 
 
 def _ridge_accuracy(x: np.ndarray, y: np.ndarray, groups: np.ndarray, ridge: float = 10.0) -> float:
@@ -163,44 +169,28 @@ def _ridge_accuracy(x: np.ndarray, y: np.ndarray, groups: np.ndarray, ridge: flo
     (clips) are split two thirds to fit, one third to score, so no clip is on both sides."""
     ids = np.unique(groups)
     scored = np.isin(groups, np.random.default_rng(0).permutation(ids)[: len(ids) // 3])
-    fit = ~scored
-    a = (x - x[fit].mean(0)) / (x[fit].std(0) + 1e-6)
-    a = np.concatenate([a, np.ones((len(a), 1))], 1)
-    w = np.linalg.solve(a[fit].T @ a[fit] + ridge * np.eye(a.shape[1]), a[fit].T @ (2.0 * y[fit] - 1))
-    return float(np.mean((a[scored] @ w > 0) == (y[scored] > 0)))
+    return float(np.mean((_ridge_scores(x, 2.0 * y - 1, ~scored, scored, ridge) > 0) == (y[scored] > 0)))
 
 
 def gate_readout(model: Any, params: Params, clips: list[tuple]) -> dict:
     """Is "is the prompted object on this frame?" readable from what the decoder sees, beyond what the frame alone
-    says (how many objects it shows, say)? On every tracked frame (forward, as ``train_forward``) with at least one other object on
-    screen, a linear probe (:func:`_ridge_accuracy`, split by clip) predicts the target's presence from the
-    memory-conditioned image map (``conditioned``) and, as the control that holds no memory, from the frame's
-    own features (``frame_only``), each mean- and max-pooled over the grid. ``gate`` is the object score's own
-    accuracy (> 0 means present) and ``majority`` that of always answering the commoner label. A probe well
-    above ``frame_only`` means the memory carries the object's identity to the decoder."""
+    says (how many objects it shows, say)? On every tracked frame (forward, as ``train_forward``) with at least one
+    other object on screen, a linear probe (:func:`_ridge_accuracy`, split by clip) predicts the target's presence
+    from the memory-conditioned image map (``conditioned``) and, as the control that holds no memory, from the
+    frame's own features (``frame_only``), each mean- and max-pooled over the grid (``train_forward``'s
+    ``conditioned`` output). ``gate`` is the object score's own accuracy (> 0 means present) and ``majority`` that
+    of always answering the commoner label. A probe well above ``frame_only`` means the memory carries the object's
+    identity to the decoder."""
     from data_pipelines.preprocess_sam2 import sam2_preprocess
-    from omnir1_jax.models.sam2 import video as V
 
     size = model.cfg.image_size
 
     def forward(p, pixels, boxes, valid):
-        feats = {n: v for n, v in W._apply(model, p, W.Sam2VideoModel.image_features, pixels).items() if n != "pos"}
-        get = lambda idx: {n: v[idx] for n, v in feats.items()}  # noqa: E731
-        cond = V.conditioning_outputs(model, p, get, boxes, valid, min(W.COND_SLOTS, pixels.shape[0]))
-
-        def heads(fo, pix, multimask):
-            out, raw = W._heads(model, p, fo, pix, None, None, multimask)
-            return out, {"pix": pix, "obj": raw["obj"]}
-
-        def step(carry, t):
-            new, _, extra = V.track_step(model, p, cond, carry, get(t), t, pixels.shape[0], heads=heads)
-            return new, extra
-
-        _, extra = jax.lax.scan(step, V.init_carry(model, boxes.shape[0], pixels.shape[0]), jnp.arange(pixels.shape[0]))
-        return extra["pix"][:, 0], extra["obj"][:, 0], feats["feat"]  # [T, g, g, C], [T], [T, g, g, C]
+        _, cond, _, traw = W.train_forward(model, p, pixels, boxes, valid, False)
+        frame = cond["frame_feat"]  # [T, g, g, C]
+        return traw["conditioned"][0], traw["obj"][0], jnp.concatenate([frame.mean((1, 2)), frame.max((1, 2))], -1)
 
     fwd = jax.jit(forward)
-    pool = lambda m: np.concatenate([m.mean((0, 1)), m.max((0, 1))])  # noqa: E731
     xs_c, xs_f, ys, gate, groups = [], [], [], [], []
     for c, (frames, masks, prompt) in enumerate(clips):
         pixels = jnp.asarray(sam2_preprocess(frames, size))
@@ -209,12 +199,13 @@ def gate_readout(model: Any, params: Params, clips: list[tuple]) -> dict:
             if t < 0:
                 continue
             boxes, valid = _prompt(masks, j, t, size)
-            pix, score, feat = (np.asarray(v) for v in fwd(params, pixels, jnp.asarray(boxes), jnp.asarray(valid)))
+            pooled_c, score, pooled_f = (np.asarray(v) for v in fwd(params, pixels, jnp.asarray(boxes),
+                                                                     jnp.asarray(valid)))
             others = np.delete(present, j, 0).sum(0)
             for f in range(len(frames)):
                 if f != t and others[f] > 0:
-                    xs_c.append(pool(pix[f]))
-                    xs_f.append(pool(feat[f]))
+                    xs_c.append(pooled_c[f])
+                    xs_f.append(pooled_f[f])
                     ys.append(float(present[j, f]))
                     gate.append(bool(score[f] > 0) == bool(present[j, f]))
                     groups.append(c)
