@@ -88,6 +88,15 @@ def test_selection_score_adds_box_iou_and_mean_qa_exact():
     assert W.selection_score({"ground/box_iou": 0.1, "ground_crowd/box_iou": 0.3}) == pytest.approx(0.2)
 
 
+def test_selection_score_counts_the_caption_by_colour_f1():
+    # caption/exact is replaced by the colour F1 (2 * 0.5 * 1.0 / 1.5 = 2/3), averaged with the other QA exacts
+    sc = {"caption/exact": 0.0, "caption/colour_recall": 0.5, "caption/colour_precision": 1.0, "when/exact": 0.0}
+    assert W.selection_score(sc) == pytest.approx((2 / 3 + 0.0) / 2)
+    better = {**sc, "caption/colour_recall": 0.8, "caption/colour_precision": 0.95}
+    assert W.selection_score(better) > W.selection_score(sc)
+    assert W.selection_score({"caption/exact": 0.5}) == pytest.approx(0.5)  # older records without colours
+
+
 def test_caption_colour_recall_and_precision():
     want = "<think>I see 2 objects.</think><answer>the red circle, the blue square</answer>"
     got = ["<think>I see red.</think><answer>the red circle, the green square</answer>",  # 1 of 2; 1 of 2

@@ -376,8 +376,13 @@ def transplant_towers(init: Any, target: Any) -> Any:
 
 def selection_score(scores: dict) -> float:
     """One number to pick the best held-out step: grounding box IoU (the mean over ``ground`` / ``ground_crowd``)
-    plus the mean exact-match of the QA tasks."""
-    exact = [v for k, v in scores.items() if k.endswith("/exact") and not k.startswith("ground")]
+    plus the mean exact-match of the QA tasks, where the caption counts by the F1 of its colour recall and
+    precision (its exact match stays near 0 while it learns to see the colours, so it would pick noise)."""
+    exact = [v for k, v in scores.items() if k.endswith("/exact") and not k.startswith("ground")
+             and not (k == "caption/exact" and "caption/colour_recall" in scores)]
+    if "caption/colour_recall" in scores:
+        r, p = scores["caption/colour_recall"], scores["caption/colour_precision"]
+        exact.append(2 * r * p / (r + p) if r + p > 0 else 0.0)
     ious = [v for k, v in scores.items() if k.endswith("/box_iou")]  # not .../box_iou_distractor
     return float((np.mean(ious) if ious else 0.0) + (np.mean(exact) if exact else 0.0))
 
