@@ -11,6 +11,11 @@ reads the end-of-run table's saved predictions (``<workdir>/table/<row>/<split>/
 ``omnir1_jax.embedded``) and the split's ground truth (the dataset root and split named in each row's
 ``metrics.json``) and prints, per row: J on frames with the target, J on frames without it, the share of
 target-free frames that got a mask, and the frame counts.
+
+``--by_kind`` (synthetic world only: it reads the query kinds from the root's ``world.json``) adds, per row and
+query kind, the expressions' mean J next to what "predict nothing" (the Base row when no answer keeps the format)
+scores on the same expressions, and ``vs_nothing``: the points of the split's mean J this kind wins (+) or loses
+(-) against predicting nothing, so the kinds' entries add up to the row's whole gap.
 """
 
 from __future__ import annotations
@@ -47,15 +52,26 @@ def presence_split(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> dict:
             "frames_absent": len(j_off), "absent_frames_with_mask": float(np.mean(masked_off)) if masked_off else None}
 
 
-def row_pairs(out_dir: str) -> Iterable[tuple[np.ndarray, np.ndarray]]:
-    """``(pred, gt)`` per saved expression of one table row; the reader comes from its ``metrics.json``."""
-    from data_pipelines.formats.revos import ReVOSReader
-
+def _row_meta(out_dir: str) -> dict:
     metrics_path = os.path.join(out_dir, "metrics.json")
     with open(metrics_path) as fh:
         meta = json.load(fh)
     if meta.get("dataset") != "revos":
         raise ValueError(f"{metrics_path}: dataset {meta.get('dataset')!r}; the presence split reads ReVOS only")
+    return meta
+
+
+def row_pairs(out_dir: str) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+    """``(pred, gt)`` per saved expression of one table row; the reader comes from its ``metrics.json``."""
+    for _, pred, gt in row_items(out_dir):
+        yield pred, gt
+
+
+def row_items(out_dir: str) -> Iterable[tuple[tuple[str, str], np.ndarray, np.ndarray]]:
+    """``((video, exp_id), pred, gt)`` per saved expression of one table row."""
+    from data_pipelines.formats.revos import ReVOSReader
+
+    meta = _row_meta(out_dir)
     reader = ReVOSReader(meta["root"], meta["split"])
     index = {e["uid"]: i for i, e in enumerate(reader.entries)}
     for rec in predictions.iter_records(out_dir):
@@ -66,7 +82,32 @@ def row_pairs(out_dir: str) -> Iterable[tuple[np.ndarray, np.ndarray]]:
         if item is None:
             continue  # a counted bad example of the reader
         gt = item["masks"].astype(bool).any(axis=0)  # [T, H, W] union of the referred objects
-        yield predictions.decode_masks(rec["prediction_masks"]), gt
+        yield (rec["video"], rec["exp_id"]), predictions.decode_masks(rec["prediction_masks"]), gt
+
+
+def kind_split(out_dir: str) -> dict[str, dict]:
+    """Per query kind of one synthetic-world table row: ``expressions``, ``J`` (mean over expressions of the
+    per-frame J, %), ``J_nothing`` (the same for an empty prediction), ``vs_nothing`` (``(J - J_nothing)`` times
+    the kind's share of the row's expressions: its part of the row's gap to predicting nothing), and
+    :func:`presence_split`'s ``J_present`` / ``absent_frames_with_mask`` over the kind's frames."""
+    from omnir1_jax.stages import world_queries
+
+    queries = world_queries(_row_meta(out_dir)["root"])
+    by_kind: dict[str, list] = {}
+    for key, pred, gt in row_items(out_dir):
+        if key not in queries:
+            raise ValueError(f"{out_dir}: expression {key} is not in the world.json of its dataset root")
+        by_kind.setdefault(queries[key][0]["kind"], []).append((pred, gt))
+    total = sum(len(v) for v in by_kind.values())
+    out = {}
+    for kind, pairs in sorted(by_kind.items()):
+        j = [100 * float(jaccard(np.asarray(p, bool), g).mean()) for p, g in pairs]
+        j0 = [100 * float((~g.any(axis=(1, 2))).mean()) for _, g in pairs]
+        split = presence_split(pairs)
+        out[kind] = {"expressions": len(pairs), "J": float(np.mean(j)), "J_nothing": float(np.mean(j0)),
+                     "vs_nothing": float((np.sum(j) - np.sum(j0)) / total), "J_present": split["J_present"],
+                     "absent_frames_with_mask": split["absent_frames_with_mask"]}
+    return out
 
 
 def table_report(workdir: str, split: str = "revos_test", rows: Sequence[str] = ROWS) -> dict[str, dict]:
@@ -91,8 +132,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("workdirs", nargs="+")
     p.add_argument("--split", default="revos_test")
     p.add_argument("--json", default=None, help="also write the report here")
+    p.add_argument("--by_kind", action="store_true", help="also split each row by query kind (synthetic world)")
     args = p.parse_args(argv)
     report = {wd: table_report(wd, args.split) for wd in args.workdirs}
+    if args.by_kind:
+        for wd, rows in report.items():
+            for row in rows:
+                rows[row]["by_kind"] = kind_split(os.path.join(wd, "table", row, args.split))
     cols = ("J_present", "J_absent", "absent_frames_with_mask", "frames_present", "frames_absent")
     for wd, rows in report.items():
         print(f"{wd} ({args.split})")
@@ -100,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
         for row, r in rows.items():
             cells = (_fmt(r[c], 2 if c == "absent_frames_with_mask" else 1) for c in cols)
             print(f"| {row} | " + " | ".join(cells) + " |")
+            for kind, k in r.get("by_kind", {}).items():
+                print(f"|  | {kind} ({k['expressions']}): J {k['J']:.1f} vs {k['J_nothing']:.1f} for nothing "
+                      f"({k['vs_nothing']:+.1f}), J_present {_fmt(k['J_present'])}, target-free masked "
+                      f"{_fmt(k['absent_frames_with_mask'], 2)} |")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=1)

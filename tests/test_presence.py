@@ -58,3 +58,15 @@ def test_table_report_on_a_written_revos_split(tmp_path):
     assert json.load(open(tmp_path / "rep.json"))[wd]["base"]["J_absent"] == 100.0 and wd in printed
     with pytest.raises(FileNotFoundError, match="no table row"):
         presence.table_report(str(tmp_path / "empty"))
+    # --by_kind: predicting nothing is its own baseline; perfect masks win exactly their distance to it
+    by = presence.main([wd, "--by_kind"])[wd]
+    nothing, perfect = by["base"]["by_kind"], by["sft"]["by_kind"]
+    assert set(nothing) == set(perfect) and set(nothing) <= {"referring", "temporal", "relational"}
+    assert sum(k["expressions"] for k in perfect.values()) == len(reader.entries)
+    for kind, k in nothing.items():
+        assert k["J"] == pytest.approx(k["J_nothing"]) and k["vs_nothing"] == pytest.approx(0.0)
+        assert k["J_present"] == 0.0 and 0.0 < k["J_nothing"] < 100.0
+        assert perfect[kind]["J"] == 100.0 and perfect[kind]["absent_frames_with_mask"] == 0.0
+    n = len(reader.entries)
+    gap = sum(100 - 100 * float((~g.any(axis=(1, 2))).mean()) for g in gts[:n]) / n
+    assert sum(k["vs_nothing"] for k in perfect.values()) == pytest.approx(gap)
