@@ -5,7 +5,7 @@ prediction scores 1 on a frame without the target, so "predict nothing" can outs
 target well but leaves masks on frames after the object has gone (omnir1_jax/assets/synthetic_tiny/README.md).
 This report separates the two:
 
-    python -m omnir1_jax.presence WORKDIR [WORKDIR ...] [--split revos_test] [--json PATH]
+    python -m omnir1_jax.presence WORKDIR [WORKDIR ...] [--split revos_test] [--json PATH] [--by_kind]
 
 reads the end-of-run table's saved predictions (``<workdir>/table/<row>/<split>/``, written by
 ``omnir1_jax.embedded``) and the split's ground truth (the dataset root and split named in each row's
