@@ -85,11 +85,8 @@ def row_items(out_dir: str) -> Iterable[tuple[tuple[str, str], np.ndarray, np.nd
         yield (rec["video"], rec["exp_id"]), predictions.decode_masks(rec["prediction_masks"]), gt
 
 
-def kind_split(out_dir: str) -> dict[str, dict]:
-    """Per query kind of one synthetic-world table row: ``expressions``, ``J`` (mean over expressions of the
-    per-frame J, %), ``J_nothing`` (the same for an empty prediction), ``vs_nothing`` (``(J - J_nothing)`` times
-    the kind's share of the row's expressions: its part of the row's gap to predicting nothing), and
-    :func:`presence_split`'s ``J_present`` / ``absent_frames_with_mask`` over the kind's frames."""
+def _pairs_by_kind(out_dir: str) -> dict[str, list]:
+    """``{query kind: [(pred, gt), ...]}`` of one synthetic-world table row (kinds from its root's world.json)."""
     from omnir1_jax.stages import world_queries
 
     queries = world_queries(_row_meta(out_dir)["root"])
@@ -98,6 +95,16 @@ def kind_split(out_dir: str) -> dict[str, dict]:
         if key not in queries:
             raise ValueError(f"{out_dir}: expression {key} is not in the world.json of its dataset root")
         by_kind.setdefault(queries[key][0]["kind"], []).append((pred, gt))
+    return by_kind
+
+
+def kind_split(out_dir: str, by_kind: dict[str, list] | None = None) -> dict[str, dict]:
+    """Per query kind of one synthetic-world table row: ``expressions``, ``J`` (mean over expressions of the
+    per-frame J, %), ``J_nothing`` (the same for an empty prediction), ``vs_nothing`` (``(J - J_nothing)`` times
+    the kind's share of the row's expressions: its part of the row's gap to predicting nothing), and
+    :func:`presence_split`'s ``J_present`` / ``absent_frames_with_mask`` over the kind's frames. ``by_kind``:
+    the row's pairs already grouped (:func:`_pairs_by_kind`), so they are not read again."""
+    by_kind = _pairs_by_kind(out_dir) if by_kind is None else by_kind
     total = sum(len(v) for v in by_kind.values())
     out = {}
     for kind, pairs in sorted(by_kind.items()):
@@ -110,12 +117,20 @@ def kind_split(out_dir: str) -> dict[str, dict]:
     return out
 
 
-def table_report(workdir: str, split: str = "revos_test", rows: Sequence[str] = ROWS) -> dict[str, dict]:
-    """``{row: presence_split(...)}`` for every row of ``<workdir>/table`` that has ``split``."""
+def table_report(workdir: str, split: str = "revos_test", rows: Sequence[str] = ROWS,
+                 by_kind: bool = False) -> dict[str, dict]:
+    """``{row: presence_split(...)}`` for every row of ``<workdir>/table`` that has ``split`` (with ``by_kind``,
+    plus ``"by_kind": kind_split(...)``, from one read of the row)."""
     out = {}
     for row in rows:
         d = os.path.join(workdir, "table", row, split)
-        if os.path.isfile(os.path.join(d, "metrics.json")):
+        if not os.path.isfile(os.path.join(d, "metrics.json")):
+            continue
+        if by_kind:
+            groups = _pairs_by_kind(d)
+            out[row] = {**presence_split(pair for v in groups.values() for pair in v),
+                        "by_kind": kind_split(d, groups)}
+        else:
             out[row] = presence_split(row_pairs(d))
     if not out:
         raise FileNotFoundError(f"{workdir}/table/*/{split}/metrics.json: no table row to read "
@@ -134,11 +149,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     p.add_argument("--json", default=None, help="also write the report here")
     p.add_argument("--by_kind", action="store_true", help="also split each row by query kind (synthetic world)")
     args = p.parse_args(argv)
-    report = {wd: table_report(wd, args.split) for wd in args.workdirs}
-    if args.by_kind:
-        for wd, rows in report.items():
-            for row in rows:
-                rows[row]["by_kind"] = kind_split(os.path.join(wd, "table", row, args.split))
+    report = {wd: table_report(wd, args.split, by_kind=args.by_kind) for wd in args.workdirs}
     cols = ("J_present", "J_absent", "absent_frames_with_mask", "frames_present", "frames_absent")
     for wd, rows in report.items():
         print(f"{wd} ({args.split})")
